@@ -1,0 +1,55 @@
+"""statesaga: declarative sagas compiled to state machines, persisted in SQL.
+
+Declare a saga as a class of steps with compensations, register it with a
+``SagaEngine``, and run it; every transition is one database transaction, so a
+crashed process resumes where it stopped.
+"""
+
+from statesaga.definition import Retry, Saga, SagaSpec, StepSpec, step
+from statesaga.engine import (
+    EntryStatus,
+    LogEntry,
+    RecoveryReport,
+    SagaEngine,
+    SagaRun,
+    SagaStatus,
+    StepContext,
+)
+from statesaga.errors import (
+    ConcurrentUpdate,
+    InvalidDefinition,
+    InvalidInput,
+    NotRegistered,
+    ResumeError,
+    SagaIdConflict,
+    SagaNotFound,
+    SerializationError,
+    StateSagaError,
+)
+from statesaga.machine import SagaMachine
+
+__all__ = [
+    "ConcurrentUpdate",
+    "EntryStatus",
+    "InvalidDefinition",
+    "InvalidInput",
+    "LogEntry",
+    "NotRegistered",
+    "RecoveryReport",
+    "ResumeError",
+    "Retry",
+    "Saga",
+    "SagaEngine",
+    "SagaIdConflict",
+    "SagaMachine",
+    "SagaNotFound",
+    "SagaRun",
+    "SagaSpec",
+    "SagaStatus",
+    "SerializationError",
+    "StateSagaError",
+    "StepContext",
+    "StepSpec",
+    "step",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,440 @@
+"""Saga definitions: the ``Saga`` base class, the ``step`` decorator and retry policies.
+
+A saga class is compiled into a frozen ``SagaSpec`` the moment it is created; a
+malformed class raises ``InvalidDefinition`` at import time, naming the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import keyword
+import typing
+import weakref
+from collections.abc import Callable
+from typing import Any, ClassVar, overload
+
+import attrs
+
+from statesaga.errors import InvalidDefinition
+
+Handler = Callable[..., Any]
+
+#: Names a step or compensation may not take: the terminal states, the machine's
+#: triggers, and the attributes every saga class carries.
+TERMINALS = ("completed", "failed", "compensation_failed")
+TRIGGERS = ("succeed", "retry", "fail")
+RESERVED_NAMES = frozenset(
+    {*TERMINALS, *TRIGGERS, "state", "trigger", "spec", "machine", "name", "version", "input_type"}
+)
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"Retry.{attribute.name} must be > 0, got {value!r}")
+
+
+def _not_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"Retry.{attribute.name} must be >= 0, got {value!r}")
+
+
+def _exception_types(value: Any) -> tuple[type[BaseException], ...]:
+    types = tuple(value) if isinstance(value, list | tuple) else (value,)
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise TypeError(f"Retry.retry_on takes exception classes, got {t!r}")
+    return types
+
+
+@attrs.frozen
+class Retry:
+    """How often a step or compensation is tried, and how long to wait in between.
+
+    Attempt ``n`` (from 1) that fails with one of ``retry_on`` is followed by
+    attempt ``n + 1`` after ``min(initial_delay * multiplier ** (n - 1), max_delay)``
+    seconds, until ``max_attempts`` attempts were made.
+
+    Attributes:
+        max_attempts: attempts in all, the first included (1 = no retry).
+        initial_delay: seconds before the second attempt.
+        multiplier: growth factor of the delay between attempts.
+        max_delay: upper bound of any one delay, in seconds.
+        retry_on: exception types worth retrying; any other fails at once.
+    """
+
+    max_attempts: int = attrs.field(default=3, validator=_positive)
+    initial_delay: float = attrs.field(default=0.0, validator=_not_negative)
+    multiplier: float = attrs.field(default=2.0, validator=_positive)
+    max_delay: float = attrs.field(default=60.0, validator=_not_negative)
+    retry_on: tuple[type[BaseException], ...] = attrs.field(
+        default=(Exception,), converter=_exception_types
+    )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (counted from 1)."""
+        return float(min(self.initial_delay * self.multiplier ** (attempt - 1), self.max_delay))
+
+    def should_retry(self, error: BaseException, attempt: int) -> bool:
+        """Whether failed attempt ``attempt`` with ``error`` is followed by another."""
+        return attempt < self.max_attempts and isinstance(error, self.retry_on)
+
+
+#: The policy of a step or compensation that declares none: one attempt.
+NO_RETRY = Retry(max_attempts=1)
+
+
+@attrs.frozen
+class CompensationSpec:
+    """A compensation as compiled: its name (also its FSM state) and handler."""
+
+    name: str
+    step: str
+    handler: Handler
+    retry: Retry
+
+
+@attrs.frozen
+class StepSpec:
+    """A step as compiled.
+
+    Attributes:
+        name: the step's name, also its FSM state.
+        index: its position, from 0.
+        handler: the function ``(self, ctx) -> result``.
+        retry: its retry policy.
+        transactional: whether it runs inside the transaction that records its completion.
+        timeout: seconds one attempt may take, or ``None``.
+        result_type: the handler's return annotation, used to rebuild stored results.
+        compensation: its compensation, or ``None``.
+    """
+
+    name: str
+    index: int
+    handler: Handler
+    retry: Retry
+    transactional: bool
+    timeout: float | None
+    result_type: Any
+    compensation: CompensationSpec | None
+
+
+@attrs.frozen
+class SagaSpec:
+    """The frozen, validated form of a saga class.
+
+    Attributes:
+        name: the stable type name stored with each saga.
+        version: the definition's version.
+        input_type: the type inputs must have, or ``None`` for any JSON value.
+        steps: the steps in execution order.
+        fingerprint: a hash of the structure (steps, compensations, flags) that
+            resume checks so a saga never continues on a different flow.
+    """
+
+    name: str
+    version: int
+    input_type: type | None
+    steps: tuple[StepSpec, ...]
+    fingerprint: str
+
+    def step(self, name: str) -> StepSpec:
+        """The step called ``name``; ``KeyError`` if there is none."""
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def key(self) -> str:
+        """``name@vversion``, as shown in messages and listings."""
+        return f"{self.name}@v{self.version}"
+
+
+#: Steps declared but not yet compiled, to catch a name declared twice in one
+#: class body (the second definition silently replaces the first in the namespace).
+_pending: list[weakref.ref[_StepDecl]] = []
+
+
+class _CompensationDecl:
+    """What ``@some_step.compensate`` leaves in the class body."""
+
+    def __init__(self, step: _StepDecl, fn: Handler, retry: Retry | None) -> None:
+        self.step = step
+        self.fn = fn
+        self.retry = retry
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        return self if obj is None else self.fn.__get__(obj, owner)
+
+
+class _StepDecl:
+    """What ``@step`` leaves in the class body until the class compiles it."""
+
+    def __init__(
+        self, fn: Handler, retry: Retry | None, transactional: bool, timeout: float | None
+    ) -> None:
+        self.fn = fn
+        self.retry = retry
+        self.transactional = transactional
+        self.timeout = timeout
+        self.compensations: list[_CompensationDecl] = []
+        _pending.append(weakref.ref(self))
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        return self if obj is None else self.fn.__get__(obj, owner)
+
+    @overload
+    def compensate(self, fn: Handler, /) -> _CompensationDecl: ...
+    @overload
+    def compensate(
+        self, fn: None = None, /, *, retry: Retry | None = None
+    ) -> Callable[[Handler], _CompensationDecl]: ...
+
+    def compensate(
+        self, fn: Handler | None = None, /, *, retry: Retry | None = None
+    ) -> _CompensationDecl | Callable[[Handler], _CompensationDecl]:
+        """Declare the compensation of this step: ``(self, ctx, result) -> None``.
+
+        Use as ``@my_step.compensate`` or ``@my_step.compensate(retry=Retry(...))``.
+        """
+
+        def wrap(f: Handler) -> _CompensationDecl:
+            decl = _CompensationDecl(self, f, retry)
+            self.compensations.append(decl)
+            return decl
+
+        return wrap if fn is None else wrap(fn)
+
+
+@overload
+def step(fn: Handler, /) -> _StepDecl: ...
+@overload
+def step(
+    *, retry: Retry | None = None, transactional: bool = False, timeout: float | None = None
+) -> Callable[[Handler], _StepDecl]: ...
+
+
+def step(
+    fn: Handler | None = None,
+    /,
+    *,
+    retry: Retry | None = None,
+    transactional: bool = False,
+    timeout: float | None = None,
+) -> _StepDecl | Callable[[Handler], _StepDecl]:
+    """Declare a saga step: a method ``(self, ctx) -> result``.
+
+    Steps run in the order they are declared. Use as ``@step`` or with options::
+
+        @step(retry=Retry(max_attempts=5, initial_delay=0.2))
+        def charge_payment(self, ctx) -> str: ...
+
+    Args:
+        fn: the handler (when used without parentheses).
+        retry: the step's retry policy; one attempt if omitted.
+        transactional: run inside the transaction that records the step's
+            completion, with ``ctx.connection`` for writes that must commit with it.
+        timeout: seconds one attempt may take (see the README on what a timeout
+            can and cannot stop).
+    """
+
+    def wrap(f: Handler) -> _StepDecl:
+        return _StepDecl(f, retry, transactional, timeout)
+
+    return wrap if fn is None else wrap(fn)
+
+
+class Saga:
+    """Base class of saga definitions.
+
+    Subclasses declare steps with ``@step`` (in execution order), compensations
+    with ``@the_step.compensate``, and may set ``name``, ``version`` and
+    ``input_type``. The class is validated and compiled when it is created:
+    ``spec`` holds the frozen ``SagaSpec`` and ``machine`` the state machine.
+
+    An intermediate base class without steps is declared with
+    ``class Base(Saga, abstract=True)``.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    input_type: ClassVar[type | None] = None
+    spec: ClassVar[SagaSpec]
+    machine: ClassVar[Any]
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+        cls.spec = compile_spec(cls)
+        # Imported here: the machine module imports this one.
+        from statesaga.machine import SagaMachine
+
+        cls.machine = SagaMachine(cls.spec)
+
+
+def _check_signature(saga: str, what: str, fn: Handler, params: tuple[str, ...]) -> None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - builtins only
+        raise InvalidDefinition(saga, f"{what} has no inspectable signature: {exc}") from exc
+    positional = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    extra = [
+        p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    ]
+    variadic = any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
+    if (len(positional) != len(params) and not variadic) or extra:
+        wanted = ", ".join(params)
+        raise InvalidDefinition(
+            saga, f"{what} must take ({wanted}), but its signature is {fn.__name__}{sig}"
+        )
+
+
+def _check_name(saga: str, what: str, name: str) -> None:
+    if name in RESERVED_NAMES:
+        raise InvalidDefinition(
+            saga,
+            f"{what} {name!r} clashes with a name the state machine reserves "
+            f"({', '.join(sorted(RESERVED_NAMES))}); rename it",
+        )
+    if name.startswith("_") or not name.isidentifier() or keyword.iskeyword(name):
+        raise InvalidDefinition(saga, f"{what} {name!r} must be a public identifier")
+
+
+def _return_type(fn: Handler) -> Any:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        # Unresolvable forward references: fall back to the raw annotation.
+        hints = getattr(fn, "__annotations__", {})
+    ret = hints.get("return")
+    return None if ret in (None, type(None), Any) else ret
+
+
+def compile_spec(cls: type) -> SagaSpec:
+    """Validate a saga class and compile it into a ``SagaSpec``.
+
+    Raises:
+        InvalidDefinition: naming the first problem found.
+    """
+    label = cls.__qualname__
+    name = getattr(cls, "name", label)
+    version = getattr(cls, "version", 1)
+    input_type = getattr(cls, "input_type", None)
+    if not isinstance(name, str) or not name:
+        raise InvalidDefinition(label, f"name must be a non-empty string, got {name!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InvalidDefinition(label, f"version must be an integer >= 1, got {version!r}")
+    if input_type is not None and not isinstance(input_type, type):
+        raise InvalidDefinition(label, f"input_type must be a class, got {input_type!r}")
+
+    decls: list[tuple[str, _StepDecl]] = []
+    comps: list[tuple[str, _CompensationDecl]] = []
+    for attr, value in cls.__dict__.items():
+        if isinstance(value, _StepDecl):
+            decls.append((attr, value))
+        elif isinstance(value, _CompensationDecl):
+            comps.append((attr, value))
+    if not decls:
+        raise InvalidDefinition(label, "declares no steps; decorate at least one method with @step")
+
+    _check_duplicates(cls, label, {id(d) for _, d in decls})
+    step_names = {id(d): attr for attr, d in decls}
+    seen: dict[str, str] = {}
+    for attr, d in decls:
+        _check_name(label, "step", attr)
+        if d.fn.__name__ != attr:
+            raise InvalidDefinition(
+                label,
+                f"step {d.fn.__name__!r} is bound to the class attribute {attr!r}; "
+                "declare each step once, under its own name",
+            )
+        seen[attr] = "step"
+    comp_of: dict[str, _CompensationDecl] = {}
+    for attr, c in comps:
+        _check_name(label, "compensation", attr)
+        owner = step_names.get(id(c.step))
+        if owner is None:
+            raise InvalidDefinition(
+                label,
+                f"compensation {attr!r} compensates step {c.step.fn.__name__!r}, "
+                "which is not a step of this saga",
+            )
+        if attr in seen:
+            raise InvalidDefinition(label, f"name {attr!r} is used twice; names must be unique")
+        if owner in comp_of:
+            raise InvalidDefinition(
+                label,
+                f"step {owner!r} has two compensations ({comp_of[owner].fn.__name__!r} and "
+                f"{attr!r}); keep one",
+            )
+        seen[attr] = "compensation"
+        comp_of[owner] = c
+    # A compensation declared on a step of another class, or overwritten.
+    for attr, d in decls:
+        for c in d.compensations:
+            if cls.__dict__.get(c.fn.__name__) is not c:
+                raise InvalidDefinition(
+                    label,
+                    f"compensation {c.fn.__name__!r} of step {attr!r} is defined twice "
+                    "or under another name; define it once",
+                )
+
+    steps = []
+    for index, (attr, d) in enumerate(decls):
+        _check_signature(label, f"step {attr!r}", d.fn, ("self", "ctx"))
+        if d.timeout is not None and d.timeout <= 0:
+            raise InvalidDefinition(label, f"step {attr!r}: timeout must be > 0 seconds")
+        comp = None
+        if attr in comp_of:
+            c = comp_of[attr]
+            cname = c.fn.__name__
+            _check_signature(label, f"compensation {cname!r}", c.fn, ("self", "ctx", "result"))
+            comp = CompensationSpec(cname, attr, c.fn, c.retry or NO_RETRY)
+        steps.append(
+            StepSpec(
+                name=attr,
+                index=index,
+                handler=d.fn,
+                retry=d.retry or NO_RETRY,
+                transactional=d.transactional,
+                timeout=d.timeout,
+                result_type=_return_type(d.fn),
+                compensation=comp,
+            )
+        )
+    return SagaSpec(name, version, input_type, tuple(steps), _fingerprint(name, version, steps))
+
+
+def _check_duplicates(cls: type, label: str, kept: set[int]) -> None:
+    prefix = f"{cls.__qualname__}."
+    remaining = []
+    for ref in _pending:
+        d = ref()
+        if d is None:
+            continue
+        fn = d.fn
+        if fn.__module__ == cls.__module__ and fn.__qualname__ == prefix + fn.__name__:
+            if id(d) not in kept:
+                _pending[:] = [r for r in _pending if r() is not None and r() is not d]
+                raise InvalidDefinition(
+                    label, f"step {fn.__name__!r} is declared twice; step names must be unique"
+                )
+        else:
+            remaining.append(ref)
+    _pending[:] = remaining
+
+
+def _fingerprint(name: str, version: int, steps: list[StepSpec]) -> str:
+    parts = [name, str(version)]
+    for s in steps:
+        comp = s.compensation.name if s.compensation else "-"
+        parts.append(f"{s.name}/{comp}/{'tx' if s.transactional else 'local'}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

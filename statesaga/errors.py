@@ -1,0 +1,130 @@
+"""Errors raised by statesaga.
+
+Every error is a ``StateSagaError``; each also subclasses the builtin that fits,
+so callers may catch either. Errors carry the saga, step and cause they concern
+as attributes, and their message says what to do::
+
+    StateSagaError
+    ├── InvalidDefinition (TypeError)      a saga class is malformed; raised at class creation
+    ├── InvalidInput (TypeError)           the input is not the saga's ``input_type``
+    ├── SerializationError (TypeError)     a value cannot be stored as JSON
+    ├── NotRegistered (LookupError)        no registered definition for a saga's name/version
+    ├── SagaNotFound (LookupError)         no saga with that id
+    ├── SagaIdConflict (ValueError)        a saga id is already used by another saga type
+    ├── ResumeError                        a stored saga cannot be resumed (left untouched)
+    └── ConcurrentUpdate (RuntimeError)    another runner changed the saga first; this one stops
+"""
+
+from __future__ import annotations
+
+
+class StateSagaError(Exception):
+    """Root of every error statesaga raises."""
+
+
+class InvalidDefinition(StateSagaError, TypeError):
+    """A saga class is malformed. Raised when the class is created.
+
+    Attributes:
+        saga: the class name.
+    """
+
+    def __init__(self, saga: str, problem: str) -> None:
+        super().__init__(f"saga {saga}: {problem}")
+        self.saga = saga
+        self.problem = problem
+
+
+class InvalidInput(StateSagaError, TypeError):
+    """The input given to ``run``/``start`` is not an instance of the saga's ``input_type``."""
+
+    def __init__(self, saga: str, expected: type, got: object) -> None:
+        super().__init__(
+            f"saga {saga!r} expects input of type {expected.__qualname__}, "
+            f"got {type(got).__qualname__}: build a {expected.__qualname__}(...) and pass that"
+        )
+        self.saga = saga
+        self.expected = expected
+
+
+class SerializationError(StateSagaError, TypeError):
+    """A value (input or step result) cannot be stored as JSON.
+
+    Attributes:
+        saga_id: the saga concerned (``None`` before it was created).
+        step: the step whose result it is, or ``"input"``.
+        value_type: the offending type's qualified name.
+    """
+
+    def __init__(
+        self, saga: str, saga_id: str | None, step: str, value: object, cause: str
+    ) -> None:
+        self.saga_id = saga_id
+        self.step = step
+        self.value_type = type(value).__qualname__
+        where = f"saga {saga!r} (id {saga_id})" if saga_id else f"saga {saga!r}"
+        super().__init__(
+            f"{where}, {step}: a value of type {self.value_type} cannot be stored as JSON "
+            f"({cause}); return plain JSON types or attrs classes, and annotate the "
+            f"handler's return type so it can be rebuilt on resume"
+        )
+
+
+class NotRegistered(StateSagaError, LookupError):
+    """No definition is registered under a saga's name and version."""
+
+    def __init__(self, name: str, version: int | None, known: list[str]) -> None:
+        wanted = name if version is None else f"{name} v{version}"
+        have = ", ".join(known) or "none"
+        super().__init__(
+            f"no saga definition registered for {wanted} (registered: {have}); "
+            f"call engine.register(...) with that definition"
+        )
+        self.name = name
+        self.version = version
+
+
+class SagaNotFound(StateSagaError, LookupError):
+    """No saga with the given id exists in the store."""
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(f"no saga with id {saga_id!r} in this store")
+        self.saga_id = saga_id
+
+
+class SagaIdConflict(StateSagaError, ValueError):
+    """A caller-chosen saga id already belongs to a saga of another type."""
+
+    def __init__(self, saga_id: str, existing: str, requested: str) -> None:
+        super().__init__(
+            f"saga id {saga_id!r} already belongs to a {existing!r} saga, not {requested!r}; "
+            f"choose another id"
+        )
+        self.saga_id = saga_id
+
+
+class ResumeError(StateSagaError):
+    """A stored saga cannot be resumed; it is left exactly as it was.
+
+    Attributes:
+        saga_id: the saga concerned.
+        reason: why (unknown definition, version or fingerprint mismatch, corrupt row).
+    """
+
+    def __init__(self, saga_id: str, reason: str) -> None:
+        super().__init__(f"saga {saga_id!r} cannot be resumed: {reason}")
+        self.saga_id = saga_id
+        self.reason = reason
+
+
+class ConcurrentUpdate(StateSagaError, RuntimeError):
+    """The saga row changed under this runner (another runner owns it now).
+
+    The runner stops without writing; the owner of the saga carries on.
+    """
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(
+            f"saga {saga_id!r} was changed by another runner; this runner stopped without writing"
+        )
+        self.saga_id = saga_id

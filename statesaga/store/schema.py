@@ -1,0 +1,68 @@
+"""The database schema, as SQLAlchemy Core tables.
+
+``statesaga_sagas`` holds one row per saga (its current FSM state and status);
+``statesaga_log`` is the append-only saga log, keyed by ``(saga_id, seq)``;
+``statesaga_schema`` records the schema version so later migrations know
+what they start from. Times are UNIX seconds (floats), the same on every backend.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 1
+
+#: Statuses of sagas that still have work to do; ``recover`` reads them through a partial index.
+INCOMPLETE = ("started", "compensating")
+
+metadata = sa.MetaData()
+
+sagas = sa.Table(
+    "statesaga_sagas",
+    metadata,
+    sa.Column("saga_id", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(200), nullable=False),
+    # Attempt number of the step/compensation in ``state``: 0 = not yet tried.
+    sa.Column("attempt", sa.Integer, nullable=False),
+    # Number of log entries written; every update is fenced on it.
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("error", sa.Text),
+    # When the next attempt is due, for a step waiting on its retry delay.
+    sa.Column("due_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+sa.Index(
+    "statesaga_sagas_incomplete",
+    sagas.c.status,
+    sagas.c.due_at,
+    sqlite_where=sagas.c.status.in_(INCOMPLETE),
+    postgresql_where=sagas.c.status.in_(INCOMPLETE),
+)
+sa.Index("statesaga_sagas_name", sagas.c.name, sagas.c.created_at)
+
+log = sa.Table(
+    "statesaga_log",
+    metadata,
+    sa.Column("saga_id", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("result", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+schema_version = sa.Table(
+    "statesaga_schema",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
