@@ -8,6 +8,7 @@ makes every call fail.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from typing import Any
 
@@ -40,7 +41,8 @@ class FakeServices:
                 if left is not None:
                     self._failures[operation] = left - 1
                 raise ServiceError(f"{operation} is unavailable")
-        record_id = f"{operation.split('.')[0]}-{key}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+        record_id = f"{operation.split('.')[0]}-{digest}"
         if record_id not in self.records:
             self.records[record_id] = {"operation": operation, **fields}
             self.effects.append((operation, key))
