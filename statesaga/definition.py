@@ -10,7 +10,6 @@ import hashlib
 import inspect
 import keyword
 import typing
-import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, overload
 
@@ -153,7 +152,8 @@ class SagaSpec:
 
 #: Steps declared but not yet compiled, to catch a name declared twice in one
 #: class body (the second definition silently replaces the first in the namespace).
-_pending: list[weakref.ref[_StepDecl]] = []
+#: Strong references: the replaced declaration must survive until the class is made.
+_pending: list[_StepDecl] = []
 
 
 class _CompensationDecl:
@@ -179,7 +179,7 @@ class _StepDecl:
         self.transactional = transactional
         self.timeout = timeout
         self.compensations: list[_CompensationDecl] = []
-        _pending.append(weakref.ref(self))
+        _pending.append(self)
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
         return self if obj is None else self.fn.__get__(obj, owner)
@@ -337,7 +337,11 @@ def compile_spec(cls: type) -> SagaSpec:
 
     decls: list[tuple[str, _StepDecl]] = []
     comps: list[tuple[str, _CompensationDecl]] = []
-    for attr, value in cls.__dict__.items():
+    # Steps are inherited: a subclass may add steps after its base's, or replace them.
+    namespace: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        namespace.update(vars(klass))
+    for attr, value in namespace.items():
         if isinstance(value, _StepDecl):
             decls.append((attr, value))
         elif isinstance(value, _CompensationDecl):
@@ -380,7 +384,7 @@ def compile_spec(cls: type) -> SagaSpec:
     # A compensation declared on a step of another class, or overwritten.
     for attr, d in decls:
         for c in d.compensations:
-            if cls.__dict__.get(c.fn.__name__) is not c:
+            if namespace.get(c.fn.__name__) is not c:
                 raise InvalidDefinition(
                     label,
                     f"compensation {c.fn.__name__!r} of step {attr!r} is defined twice "
@@ -415,21 +419,19 @@ def compile_spec(cls: type) -> SagaSpec:
 
 def _check_duplicates(cls: type, label: str, kept: set[int]) -> None:
     prefix = f"{cls.__qualname__}."
-    remaining = []
-    for ref in _pending:
-        d = ref()
-        if d is None:
-            continue
-        fn = d.fn
-        if fn.__module__ == cls.__module__ and fn.__qualname__ == prefix + fn.__name__:
-            if id(d) not in kept:
-                _pending[:] = [r for r in _pending if r() is not None and r() is not d]
-                raise InvalidDefinition(
-                    label, f"step {fn.__name__!r} is declared twice; step names must be unique"
-                )
-        else:
-            remaining.append(ref)
-    _pending[:] = remaining
+    mine = [
+        d
+        for d in _pending
+        if d.fn.__module__ == cls.__module__ and d.fn.__qualname__ == prefix + d.fn.__name__
+    ]
+    _pending[:] = [d for d in _pending if all(d is not m for m in mine)]
+    for d in mine:
+        if id(d) not in kept:
+            raise InvalidDefinition(
+                label,
+                f"{d.fn.__name__!r} is declared twice in the class body; names of steps "
+                "and compensations must be unique",
+            )
 
 
 def _fingerprint(name: str, version: int, steps: list[StepSpec]) -> str:

@@ -63,10 +63,15 @@ class SerializationError(StateSagaError, TypeError):
         self.step = step
         self.value_type = type(value).__qualname__
         where = f"saga {saga!r} (id {saga_id})" if saga_id else f"saga {saga!r}"
+        advice = (
+            "pass plain JSON types or attrs classes as input"
+            if step == "input"
+            else "return plain JSON types or attrs classes, and annotate the handler's "
+            "return type so the result can be rebuilt on resume"
+        )
         super().__init__(
             f"{where}, {step}: a value of type {self.value_type} cannot be stored as JSON "
-            f"({cause}); return plain JSON types or attrs classes, and annotate the "
-            f"handler's return type so it can be rebuilt on resume"
+            f"({cause}); {advice}"
         )
 
 

@@ -1,0 +1,256 @@
+"""Saga classes compile to a frozen spec and a state machine, or fail at class creation."""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+import pytest
+
+from definitions.order import OrderSaga
+from statesaga import InvalidDefinition, Retry, Saga, step
+
+
+def test_order_saga_compiles_to_spec() -> None:
+    """Steps keep their declared order; compensations attach to their steps."""
+    spec = OrderSaga.spec
+    assert spec.name == "order" and spec.version == 1
+    assert [s.name for s in spec.steps] == [
+        "create_order",
+        "charge_payment",
+        "reserve_inventory",
+        "confirm_order",
+    ]
+    comps = {s.name: s.compensation.name if s.compensation else None for s in spec.steps}
+    assert comps == {
+        "create_order": "cancel_order",
+        "charge_payment": "refund_payment",
+        "reserve_inventory": "release_reservation",
+        "confirm_order": None,
+    }
+    assert spec.step("charge_payment").retry.max_attempts == 3
+    assert spec.step("create_order").retry.max_attempts == 1
+    assert spec.step("create_order").result_type is str
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        spec.name = "other"  # type: ignore[misc]
+
+
+def test_machine_states_and_transitions_are_inspectable() -> None:
+    """One state per step and compensation plus the terminals; failures enter the
+    compensation of the closest completed step below, compensation runs downwards."""
+    m = OrderSaga.machine
+    assert [(s.name, s.kind) for s in m.states] == [
+        ("create_order", "step"),
+        ("charge_payment", "step"),
+        ("reserve_inventory", "step"),
+        ("confirm_order", "step"),
+        ("release_reservation", "compensation"),
+        ("refund_payment", "compensation"),
+        ("cancel_order", "compensation"),
+        ("completed", "terminal"),
+        ("failed", "terminal"),
+        ("compensation_failed", "terminal"),
+    ]
+    edges = {(t.trigger, t.source, t.dest) for t in m.transitions}
+    assert ("succeed", "confirm_order", "completed") in edges
+    assert ("fail", "create_order", "failed") in edges
+    assert ("fail", "charge_payment", "cancel_order") in edges
+    assert ("fail", "confirm_order", "release_reservation") in edges
+    assert ("succeed", "release_reservation", "refund_payment") in edges
+    assert ("fail", "refund_payment", "cancel_order") in edges
+    assert ("succeed", "cancel_order", "failed") in edges
+    assert ("succeed", "cancel_order", "compensation_failed") in edges
+    assert ("fail", "cancel_order", "compensation_failed") in edges
+    assert all(("retry", s.name, s.name) in edges for s in m.states if s.kind != "terminal")
+    assert len(edges) == len(m.transitions) == 22
+
+
+def test_one_machine_per_definition() -> None:
+    """The machine is built once, with the class, and shared by every saga."""
+    assert OrderSaga.machine is OrderSaga.machine
+    assert OrderSaga().machine is OrderSaga.machine
+
+
+def test_fingerprint_follows_structure() -> None:
+    """Same structure gives the same fingerprint; another step changes it."""
+
+    class A(Saga):
+        name = "fp"
+
+        @step
+        def one(self, ctx): ...
+
+    class B(Saga):
+        name = "fp"
+
+        @step
+        def one(self, ctx): ...
+
+    class C(Saga):
+        name = "fp"
+
+        @step
+        def one(self, ctx): ...
+
+        @step
+        def two(self, ctx): ...
+
+    assert A.spec.fingerprint == B.spec.fingerprint != C.spec.fingerprint
+
+
+def _raises(match: str):
+    return pytest.raises(InvalidDefinition, match=re.escape(match))
+
+
+def test_no_steps() -> None:
+    """A saga without steps says to add one."""
+    with _raises("declares no steps; decorate at least one method with @step"):
+
+        class Empty(Saga):
+            pass
+
+
+def test_abstract_base_needs_no_steps() -> None:
+    """An abstract base class is not compiled."""
+
+    class Base(Saga, abstract=True):
+        pass
+
+    assert "spec" not in Base.__dict__
+
+
+def test_duplicate_step_names() -> None:
+    """A step name declared twice in one class body is caught."""
+    with _raises("'pay' is declared twice"):
+
+        class Twice(Saga):
+            @step
+            def pay(self, ctx): ...
+
+            @step
+            def pay(self, ctx): ...  # noqa: F811
+
+
+def test_compensation_for_unknown_step() -> None:
+    """A compensation of a step from another saga is rejected."""
+
+    class Other(Saga):
+        @step
+        def foreign(self, ctx): ...
+
+    with _raises("compensates step 'foreign', which is not a step of this saga"):
+
+        class Mine(Saga):
+            @step
+            def local(self, ctx): ...
+
+            @Other.foreign.compensate
+            def undo_foreign(self, ctx, result): ...
+
+
+def test_compensation_defined_twice() -> None:
+    """Two compensations for one step are rejected, naming both."""
+    with _raises("step 'pay' has two compensations ('refund' and 'refund_again')"):
+
+        class Twice(Saga):
+            @step
+            def pay(self, ctx): ...
+
+            @pay.compensate
+            def refund(self, ctx, result): ...
+
+            @pay.compensate
+            def refund_again(self, ctx, result): ...
+
+
+def test_same_compensation_name_twice() -> None:
+    """A compensation redefined under the same name is rejected."""
+    with _raises("compensation 'refund' of step 'pay' is defined twice"):
+
+        class Twice(Saga):
+            @step
+            def pay(self, ctx): ...
+
+            @pay.compensate
+            def refund(self, ctx, result): ...
+
+            @pay.compensate
+            def refund(self, ctx, result): ...  # noqa: F811
+
+
+def test_compensation_name_clashes_with_step() -> None:
+    """Step and compensation names share one namespace (they are FSM states)."""
+    with _raises("'pay' is declared twice"):
+
+        class Clash(Saga):
+            @step
+            def pay(self, ctx): ...
+
+            @step
+            def ship(self, ctx): ...
+
+            @ship.compensate
+            def pay(self, ctx, result): ...  # noqa: F811
+
+
+@pytest.mark.parametrize(
+    "name", ["completed", "failed", "compensation_failed", "succeed", "retry", "fail", "state"]
+)
+def test_reserved_step_names(name: str) -> None:
+    """Names the state machine uses cannot be step names."""
+    body = {}
+    exec(f"def {name}(self, ctx): ...", body)
+    with _raises(f"step {name!r} clashes with a name the state machine reserves"):
+        type("Reserved", (Saga,), {name: step(body[name])})
+
+
+def test_step_signature() -> None:
+    """A step must take (self, ctx)."""
+    with _raises("step 'pay' must take (self, ctx), but its signature is pay(self)"):
+
+        class Bad(Saga):
+            @step
+            def pay(self): ...
+
+
+def test_compensation_signature() -> None:
+    """A compensation must take (self, ctx, result)."""
+    with _raises("compensation 'refund' must take (self, ctx, result)"):
+
+        class Bad(Saga):
+            @step
+            def pay(self, ctx): ...
+
+            @pay.compensate
+            def refund(self, ctx): ...
+
+
+def test_bad_version_and_input_type() -> None:
+    """Version must be a positive int and input_type a class."""
+    with _raises("version must be an integer >= 1, got 0"):
+
+        class V0(Saga):
+            version = 0
+
+            @step
+            def a(self, ctx): ...
+
+    with _raises("input_type must be a class"):
+
+        class NotAType(Saga):
+            input_type = "OrderRequest"  # type: ignore[assignment]
+
+            @step
+            def a(self, ctx): ...
+
+
+def test_retry_policy_validation_and_delays() -> None:
+    """Retry rejects nonsense and computes capped exponential delays."""
+    with pytest.raises(ValueError, match="max_attempts must be > 0"):
+        Retry(max_attempts=0)
+    with pytest.raises(TypeError, match="retry_on takes exception classes"):
+        Retry(retry_on="ValueError")  # type: ignore[arg-type]
+    r = Retry(max_attempts=5, initial_delay=1.0, multiplier=3.0, max_delay=5.0, retry_on=KeyError)
+    assert [r.delay(n) for n in (1, 2, 3)] == [1.0, 3.0, 5.0]
+    assert r.should_retry(KeyError("x"), 1) and not r.should_retry(ValueError(), 1)
+    assert not r.should_retry(KeyError("x"), 5)
