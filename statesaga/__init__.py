@@ -8,6 +8,7 @@ crashed process resumes where it stopped.
 from statesaga.definition import Retry, Saga, SagaSpec, StepSpec, step
 from statesaga.engine import (
     EntryStatus,
+    Hooks,
     LogEntry,
     RecoveryReport,
     SagaEngine,
@@ -17,6 +18,7 @@ from statesaga.engine import (
 )
 from statesaga.errors import (
     ConcurrentUpdate,
+    DeadlineExceeded,
     InvalidDefinition,
     InvalidInput,
     NotRegistered,
@@ -25,12 +27,15 @@ from statesaga.errors import (
     SagaNotFound,
     SerializationError,
     StateSagaError,
+    StepTimeout,
 )
 from statesaga.machine import SagaMachine
 
 __all__ = [
     "ConcurrentUpdate",
+    "DeadlineExceeded",
     "EntryStatus",
+    "Hooks",
     "InvalidDefinition",
     "InvalidInput",
     "LogEntry",
@@ -50,6 +55,7 @@ __all__ = [
     "StateSagaError",
     "StepContext",
     "StepSpec",
+    "StepTimeout",
     "step",
 ]
 __version__ = "0.1.0"

@@ -24,7 +24,18 @@ Handler = Callable[..., Any]
 TERMINALS = ("completed", "failed", "compensation_failed")
 TRIGGERS = ("succeed", "retry", "fail")
 RESERVED_NAMES = frozenset(
-    {*TERMINALS, *TRIGGERS, "state", "trigger", "spec", "machine", "name", "version", "input_type"}
+    {
+        *TERMINALS,
+        *TRIGGERS,
+        "state",
+        "trigger",
+        "spec",
+        "machine",
+        "name",
+        "version",
+        "input_type",
+        "deadline",
+    }
 )
 
 
@@ -129,6 +140,8 @@ class SagaSpec:
         steps: the steps in execution order.
         fingerprint: a hash of the structure (steps, compensations, flags) that
             resume checks so a saga never continues on a different flow.
+        deadline: seconds from the saga's start after which no further step
+            starts (the saga compensates instead), or ``None``.
     """
 
     name: str
@@ -136,6 +149,7 @@ class SagaSpec:
     input_type: type | None
     steps: tuple[StepSpec, ...]
     fingerprint: str
+    deadline: float | None = None
 
     def step(self, name: str) -> StepSpec:
         """The step called ``name``; ``KeyError`` if there is none."""
@@ -249,9 +263,10 @@ class Saga:
     """Base class of saga definitions.
 
     Subclasses declare steps with ``@step`` (in execution order), compensations
-    with ``@the_step.compensate``, and may set ``name``, ``version`` and
-    ``input_type``. The class is validated and compiled when it is created:
-    ``spec`` holds the frozen ``SagaSpec`` and ``machine`` the state machine.
+    with ``@the_step.compensate``, and may set ``name``, ``version``,
+    ``input_type`` and ``deadline`` (seconds). The class is validated and
+    compiled when it is created: ``spec`` holds the frozen ``SagaSpec`` and
+    ``machine`` the state machine.
 
     An intermediate base class without steps is declared with
     ``class Base(Saga, abstract=True)``.
@@ -260,6 +275,7 @@ class Saga:
     name: ClassVar[str]
     version: ClassVar[int] = 1
     input_type: ClassVar[type | None] = None
+    deadline: ClassVar[float | None] = None
     spec: ClassVar[SagaSpec]
     machine: ClassVar[Any]
 
@@ -334,6 +350,11 @@ def compile_spec(cls: type) -> SagaSpec:
         raise InvalidDefinition(label, f"version must be an integer >= 1, got {version!r}")
     if input_type is not None and not isinstance(input_type, type):
         raise InvalidDefinition(label, f"input_type must be a class, got {input_type!r}")
+    deadline = getattr(cls, "deadline", None)
+    if deadline is not None and (not isinstance(deadline, int | float) or deadline <= 0):
+        raise InvalidDefinition(
+            label, f"deadline must be a number of seconds > 0, got {deadline!r}"
+        )
 
     decls: list[tuple[str, _StepDecl]] = []
     comps: list[tuple[str, _CompensationDecl]] = []
@@ -414,7 +435,8 @@ def compile_spec(cls: type) -> SagaSpec:
                 compensation=comp,
             )
         )
-    return SagaSpec(name, version, input_type, tuple(steps), _fingerprint(name, version, steps))
+    fingerprint = _fingerprint(name, version, steps)
+    return SagaSpec(name, version, input_type, tuple(steps), fingerprint, deadline)
 
 
 def _check_duplicates(cls: type, label: str, kept: set[int]) -> None:

@@ -11,7 +11,9 @@ about to run: after a crash the engine resumes exactly there.
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import inspect
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -25,11 +27,13 @@ from statesaga import codec
 from statesaga.definition import Saga, SagaSpec, StepSpec
 from statesaga.errors import (
     ConcurrentUpdate,
+    DeadlineExceeded,
     InvalidInput,
     ResumeError,
     SagaIdConflict,
     SagaNotFound,
     SerializationError,
+    StepTimeout,
 )
 from statesaga.machine import SagaMachine
 from statesaga.store import LogRow, SagaRow, SqlStore, Transaction, make_engine
@@ -154,10 +158,22 @@ class StepContext:
     connection: Connection | None = None
 
 
-#: Called at the engine's crash points with (point, saga_id, state, attempt);
-#: ``statesaga.testing`` uses it to simulate crashes. Points: ``before_handler``,
-#: ``before_commit``, ``after_commit``.
-Probe = Callable[[str, str, str, int], None]
+class Hooks:
+    """Observation and fault-injection points inside the engine.
+
+    ``statesaga.testing`` subclasses this to inject failures and simulate
+    crashes; applications may use it for tracing. Set ``engine.hooks``.
+    """
+
+    def call(
+        self, saga_id: str, state: str, attempt: int, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
+        """Invoke a handler (``fn(*args)``) for ``state``; may raise instead."""
+        return fn(*args)
+
+    def point(self, point: str, saga_id: str, state: str, attempt: int) -> None:
+        """Called at ``before_commit`` (the state is the one being left) and
+        ``after_commit`` (the state is the one entered)."""
 
 
 @attrs.define
@@ -165,6 +181,10 @@ class _Definition:
     spec: SagaSpec
     machine: SagaMachine
     saga: Saga
+
+
+#: Errors no retry policy retries: retrying cannot help.
+_FINAL = (SerializationError, DeadlineExceeded)
 
 
 class _Rollback(Exception):
@@ -185,12 +205,14 @@ class _Run:
     __slots__ = (
         "attempt",
         "comp_failed",
+        "deadline_at",
         "defn",
         "due_at",
         "engine",
         "error",
         "failures",
         "input",
+        "loop",
         "outcome",
         "results",
         "saga_id",
@@ -223,6 +245,8 @@ class _Run:
         self.outcome: str | None = None  # JSON result or error text of the last attempt
         self.due_at: float | None = None
         self.tx: Transaction | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # where async handlers run
+        self.deadline_at: float | None = None
 
     # Callbacks the machine resolves by name on the model.
 
@@ -262,7 +286,7 @@ class SagaEngine:
         self._definitions: dict[tuple[str, int], _Definition] = {}
         self._clock = clock
         self._sleep = sleep
-        self.probe: Probe | None = None
+        self.hooks: Hooks | None = None
 
     # -- registration -----------------------------------------------------
 
@@ -336,9 +360,31 @@ class SagaEngine:
         Returns:
             The saga's final state: status, results, error.
         """
+        return self._run(saga, input, saga_id, None)
+
+    async def arun(
+        self, saga: type[Saga] | Saga, input: Any = None, saga_id: str | None = None
+    ) -> SagaRun:
+        """``run`` for async applications.
+
+        The database work runs in a worker thread so the event loop is never
+        blocked; ``async def`` handlers run on the calling event loop, sync
+        handlers in the worker thread.
+        """
+        loop = asyncio.get_running_loop()
+        return await asyncio.to_thread(self._run, saga, input, saga_id, loop)
+
+    def _run(
+        self,
+        saga: type[Saga] | Saga,
+        input: Any,
+        saga_id: str | None,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> SagaRun:
         _, run, existing = self._create(saga, input, saga_id, first_attempt=1)
         if existing is not None:
             return existing
+        run.loop = loop
         return self._drive(run)
 
     def start(
@@ -388,6 +434,8 @@ class SagaEngine:
         }
         found = self.store.create(row, entries)
         run = _Run(self, defn, sid, input, first, first_attempt, len(entries))
+        if spec.deadline is not None:
+            run.deadline_at = now + spec.deadline
         if found is None:
             return defn, run, None
         if found.name != spec.name:
@@ -417,6 +465,21 @@ class SagaEngine:
             return self.get(saga_id)
         return self._drive(self._reload(row))
 
+    async def aresume(self, saga_id: str) -> SagaRun:
+        """``resume`` for async applications (see ``arun``)."""
+        loop = asyncio.get_running_loop()
+
+        def resume() -> SagaRun:
+            row = self.store.get(saga_id)
+            if row is None or row.status not in (SagaStatus.STARTED, SagaStatus.COMPENSATING):
+                return self.resume(saga_id)
+            run = self._reload(row)
+            run.loop = loop
+            return self._drive(run)
+
+        self.store.ensure_schema()
+        return await asyncio.to_thread(resume)
+
     def _reload(self, row: SagaRow) -> _Run:
         defn = self._definition_of(row)
         spec = defn.spec
@@ -445,6 +508,8 @@ class SagaEngine:
         run.results = results
         run.error = row.error
         run.due_at = row.due_at
+        if spec.deadline is not None:
+            run.deadline_at = row.created_at + spec.deadline
         last: dict[str, str] = {}
         for r in rows:
             last[r.step] = r.status
@@ -570,38 +635,81 @@ class SagaEngine:
         )
 
     def _attempt_step(self, run: _Run, step: StepSpec) -> None:
-        probe = self.probe
-        if probe is not None:
-            probe("before_handler", run.saga_id, run.state, run.attempt)
-        saga = run.defn.saga
-        if step.transactional:
+        if not step.transactional:
             try:
-                with self.store.transaction() as tx:
-                    try:
-                        ctx = self._context(run, step.name, step.name, tx.connection)
-                        result = step.handler(saga, ctx)
-                        text = self._encode_result(run, step, result)
-                    except Exception as exc:
-                        # Leaving the block rolls back the step's own writes.
-                        raise _Rollback(exc) from exc
-                    run.results[step.name] = result
-                    run.outcome = text
-                    run.tx = tx
-                    try:
-                        self._fire(run, "succeed")
-                    finally:
-                        run.tx = None
-            except _Rollback as rollback:
-                self._failed(run, step.retry, rollback.error)
-            else:
-                self._after_commit(run)
+                result, text = self._execute(run, step, None)
+            except Exception as exc:
+                self._failed(run, step.retry, exc)
+                return
+            self._succeeded(run, step, result, text)
             return
         try:
-            result = step.handler(saga, self._context(run, step.name, step.name, None))
-            text = self._encode_result(run, step, result)
-        except Exception as exc:
-            self._failed(run, step.retry, exc)
+            with self.store.transaction() as tx:
+                try:
+                    result, text = self._execute(run, step, tx.connection)
+                except Exception as exc:
+                    # Leaving the block rolls back the step's own writes.
+                    raise _Rollback(exc) from exc
+                run.tx = tx
+                try:
+                    self._succeeded(run, step, result, text)
+                finally:
+                    run.tx = None
+        except _Rollback as rollback:
+            self._failed(run, step.retry, rollback.error)
             return
+        self._probe("after_commit", run)
+
+    def _execute(self, run: _Run, step: StepSpec, connection: Connection | None) -> tuple[Any, str]:
+        """Run a step's handler; return its result and the result's JSON."""
+        if run.deadline_at is not None and self._clock() >= run.deadline_at:
+            raise DeadlineExceeded(run.saga_id, step.name, run.defn.spec.deadline or 0.0)
+        ctx = self._context(run, step.name, step.name, connection)
+        result = self._call(run, step.handler, (run.defn.saga, ctx), step.timeout, step.name)
+        return result, self._encode_result(run, step, result)
+
+    def _call(
+        self,
+        run: _Run,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        timeout: float | None,
+        what: str,
+    ) -> Any:
+        """Call a handler, sync or async, within its timeout.
+
+        An async handler is cancelled when its timeout expires. A sync handler
+        cannot be stopped: it runs to its end, and if that took longer than its
+        timeout its result is discarded and the attempt counts as failed.
+        """
+        hooks = self.hooks
+        if inspect.iscoroutinefunction(fn):
+            coro = (
+                fn(*args)
+                if hooks is None
+                else hooks.call(run.saga_id, run.state, run.attempt, fn, args)
+            )
+            if timeout is not None:
+                coro = asyncio.wait_for(coro, timeout)
+            try:
+                if run.loop is not None:
+                    return asyncio.run_coroutine_threadsafe(coro, run.loop).result()
+                return asyncio.run(coro)
+            except TimeoutError as exc:
+                if timeout is None:
+                    raise
+                raise StepTimeout(run.saga_id, what, timeout) from exc
+        started = time.monotonic()
+        result = (
+            fn(*args)
+            if hooks is None
+            else hooks.call(run.saga_id, run.state, run.attempt, fn, args)
+        )
+        if timeout is not None and time.monotonic() - started > timeout:
+            raise StepTimeout(run.saga_id, what, timeout)
+        return result
+
+    def _succeeded(self, run: _Run, step: StepSpec, result: Any, text: str) -> None:
         run.results[step.name] = result
         run.outcome = text
         self._fire(run, "succeed")
@@ -609,12 +717,11 @@ class SagaEngine:
     def _attempt_compensation(self, run: _Run, step: StepSpec) -> None:
         comp = step.compensation
         assert comp is not None
-        probe = self.probe
-        if probe is not None:
-            probe("before_handler", run.saga_id, run.state, run.attempt)
         ctx = self._context(run, step.name, comp.name, None)
         try:
-            comp.handler(run.defn.saga, ctx, run.results.get(step.name))
+            self._call(
+                run, comp.handler, (run.defn.saga, ctx, run.results.get(step.name)), None, comp.name
+            )
         except Exception as exc:
             self._failed(run, comp.retry, exc, compensation=True)
             return
@@ -632,7 +739,7 @@ class SagaEngine:
     def _failed(self, run: _Run, retry: Any, error: Exception, compensation: bool = False) -> None:
         run.failures += 1
         run.outcome = _describe(error)
-        if not isinstance(error, SerializationError) and retry.should_retry(error, run.failures):
+        if not isinstance(error, _FINAL) and retry.should_retry(error, run.failures):
             run.due_at = self._clock() + retry.delay(run.failures)
             self._fire(run, "retry")
             return
@@ -645,12 +752,11 @@ class SagaEngine:
     def _fire(self, run: _Run, trigger: str) -> None:
         run.defn.machine.fire(run, trigger)
         if run.tx is None:
-            self._after_commit(run)
+            self._probe("after_commit", run)
 
-    def _after_commit(self, run: _Run) -> None:
-        probe = self.probe
-        if probe is not None:
-            probe("after_commit", run.saga_id, run.state, run.attempt)
+    def _probe(self, point: str, run: _Run) -> None:
+        if self.hooks is not None:
+            self.hooks.point(point, run.saga_id, run.state, run.attempt)
 
     def _persist(self, run: _Run, trigger: str, source: str, dest: str) -> None:
         """Record the transition ``source --trigger--> dest`` in one transaction."""
@@ -705,9 +811,7 @@ class SagaEngine:
             "due_at": run.due_at if trigger == "retry" else None,
             "updated_at": now,
         }
-        probe = self.probe
-        if probe is not None:
-            probe("before_commit", run.saga_id, source, run.attempt)
+        self._probe("before_commit", run)
         if run.tx is not None:
             run.tx.advance(run.saga_id, run.seq, changes, entries)
         else:

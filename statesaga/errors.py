@@ -12,6 +12,8 @@ as attributes, and their message says what to do::
     ├── SagaNotFound (LookupError)         no saga with that id
     ├── SagaIdConflict (ValueError)        a saga id is already used by another saga type
     ├── ResumeError                        a stored saga cannot be resumed (left untouched)
+    ├── StepTimeout (TimeoutError)         one attempt of a step took longer than its timeout
+    ├── DeadlineExceeded (TimeoutError)    the saga's deadline passed before a step could start
     └── ConcurrentUpdate (RuntimeError)    another runner changed the saga first; this one stops
 """
 
@@ -133,3 +135,30 @@ class ConcurrentUpdate(StateSagaError, RuntimeError):
             f"saga {saga_id!r} was changed by another runner; this runner stopped without writing"
         )
         self.saga_id = saga_id
+
+
+class StepTimeout(StateSagaError, TimeoutError):
+    """One attempt of a step took longer than the step's ``timeout``.
+
+    It counts as a failed attempt for the step's retry policy (retry on
+    ``TimeoutError`` or ``StepTimeout`` to retry it).
+    """
+
+    def __init__(self, saga_id: str, step: str, timeout: float) -> None:
+        super().__init__(
+            f"saga {saga_id!r}, step {step!r}: the attempt took longer than {timeout}s"
+        )
+        self.saga_id = saga_id
+        self.step = step
+        self.timeout = timeout
+
+
+class DeadlineExceeded(StateSagaError, TimeoutError):
+    """The saga's ``deadline`` passed before a step could start; the saga compensates."""
+
+    def __init__(self, saga_id: str, step: str, deadline: float) -> None:
+        super().__init__(
+            f"saga {saga_id!r}: its deadline of {deadline}s passed before step {step!r} could start"
+        )
+        self.saga_id = saga_id
+        self.step = step

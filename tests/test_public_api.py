@@ -7,7 +7,9 @@ def test_all_is_pinned() -> None:
     """``__all__`` lists exactly the public names; adding or removing one is a decision."""
     assert sorted(statesaga.__all__) == [
         "ConcurrentUpdate",
+        "DeadlineExceeded",
         "EntryStatus",
+        "Hooks",
         "InvalidDefinition",
         "InvalidInput",
         "LogEntry",
@@ -27,6 +29,7 @@ def test_all_is_pinned() -> None:
         "StateSagaError",
         "StepContext",
         "StepSpec",
+        "StepTimeout",
         "step",
     ]
     for name in statesaga.__all__:
@@ -38,8 +41,20 @@ def test_errors_form_one_tree() -> None:
     errors = [
         getattr(statesaga, n)
         for n in statesaga.__all__
-        if n.endswith(("Error", "Definition", "Input", "Registered", "Found", "Conflict", "Update"))
+        if n.endswith(
+            (
+                "Error",
+                "Definition",
+                "Input",
+                "Registered",
+                "Found",
+                "Conflict",
+                "Update",
+                "Timeout",
+                "Exceeded",
+            )
+        )
     ]
-    assert len(errors) == 9
+    assert len(errors) == 11
     for err in errors:
         assert issubclass(err, statesaga.StateSagaError)

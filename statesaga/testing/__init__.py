@@ -1,9 +1,36 @@
-"""Tools to test sagas: invariant checks on saga logs.
+"""Test sagas: inject failures and crashes into a saga's real handlers, and
+check the saga invariants on what it did.
 
-``check_saga`` verifies a finished saga's log against the saga invariants and
-fails with the log drawn as a timeline.
+- ``SagaHarness`` runs a saga on a real database under a failure plan
+  (``Fault`` per step or compensation) and an optional simulated ``Crash``,
+  then resumes it in a fresh engine.
+- ``check_saga`` verifies a finished saga's log against the saga invariants
+  and fails with the log drawn as a timeline.
 """
 
+from statesaga.testing.harness import (
+    CRASH_POINTS,
+    Call,
+    Crash,
+    Fault,
+    InjectedFault,
+    Outcome,
+    SagaHarness,
+    SimulatedCrash,
+)
 from statesaga.testing.invariants import InvariantViolation, check_saga, format_timeline, outcomes
 
-__all__ = ["InvariantViolation", "check_saga", "format_timeline", "outcomes"]
+__all__ = [
+    "CRASH_POINTS",
+    "Call",
+    "Crash",
+    "Fault",
+    "InjectedFault",
+    "InvariantViolation",
+    "Outcome",
+    "SagaHarness",
+    "SimulatedCrash",
+    "check_saga",
+    "format_timeline",
+    "outcomes",
+]
