@@ -288,6 +288,16 @@ class SagaEngine:
         self._sleep = sleep
         self.hooks: Hooks | None = None
 
+    def close(self) -> None:
+        """Close the engine's database connections."""
+        self.store.engine.dispose()
+
+    def __enter__(self) -> SagaEngine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     # -- registration -----------------------------------------------------
 
     def register(self, *sagas: type[Saga] | Saga) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -54,8 +55,21 @@ def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def engine(db_url: str) -> Iterator[SagaEngine]:
+def new_engine(db_url: str) -> Iterator[Callable[..., SagaEngine]]:
+    """Make engines on the test's database (as separate processes would); all are
+    closed at the end of the test."""
+    made: list[SagaEngine] = []
+
+    def make(**options: Any) -> SagaEngine:
+        made.append(SagaEngine(db_url, **options))
+        return made[-1]
+
+    yield make
+    for eng in made:
+        eng.close()
+
+
+@pytest.fixture
+def engine(new_engine: Callable[..., SagaEngine]) -> SagaEngine:
     """A ``SagaEngine`` on a fresh database; retry delays are not slept."""
-    eng = SagaEngine(db_url, sleep=lambda _s: None)
-    yield eng
-    eng.store.engine.dispose()
+    return new_engine(sleep=lambda _s: None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -134,10 +134,12 @@ class Transfer(Saga):
     def notify(self, ctx: StepContext) -> None: ...
 
 
-def test_transactional_step_crash_before_commit_leaves_nothing(db_url: str) -> None:
+def test_transactional_step_crash_before_commit_leaves_nothing(
+    new_engine: Callable[..., SagaEngine], db_url: str
+) -> None:
     """A crash between a transactional step's handler and its commit leaves neither the
     step's write nor the transition; the resumed saga writes it exactly once."""
-    engine = SagaEngine(db_url)
+    engine = new_engine()
     with engine.store.engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE accounts (id VARCHAR(8) PRIMARY KEY, balance INTEGER)")
         conn.exec_driver_sql("INSERT INTO accounts VALUES ('a', 100)")

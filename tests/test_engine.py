@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -179,7 +180,9 @@ def test_retry_then_success(engine: SagaEngine, order: OrderSaga, services: Fake
     ]
 
 
-def test_retry_delays_follow_the_policy(db_url: str, services: FakeServices) -> None:
+def test_retry_delays_follow_the_policy(
+    new_engine: Callable[..., SagaEngine], db_url: str, services: FakeServices
+) -> None:
     """The engine waits the policy's exponential delays between attempts."""
     waits: list[float] = []
     now = [1000.0]
@@ -188,7 +191,7 @@ def test_retry_delays_follow_the_policy(db_url: str, services: FakeServices) -> 
         waits.append(round(seconds, 6))
         now[0] += seconds
 
-    engine = SagaEngine(db_url, clock=lambda: now[0], sleep=sleep)
+    engine = new_engine(clock=lambda: now[0], sleep=sleep)
     services.fail("payments.charge", times=2)
     run = engine.run(OrderSaga(services), OrderRequest("c-1", 42.0))
     assert run.status is SagaStatus.COMPLETED

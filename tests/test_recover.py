@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import sqlalchemy as sa
 
@@ -56,15 +58,17 @@ def rows(engine: SagaEngine, saga_id: str) -> tuple[object, list[object]]:
     return tuple(row), [tuple(r) for r in log]
 
 
-def test_v1_saga_finishes_on_v1_beside_v2(db_url: str) -> None:
+def test_v1_saga_finishes_on_v1_beside_v2(
+    new_engine: Callable[..., SagaEngine], db_url: str
+) -> None:
     """A v1 saga in flight resumes on v1 even when v2 is registered beside it, and
     new sagas of either version run on their own definition."""
     ran.clear()
-    old = SagaEngine(db_url)
+    old = new_engine()
     old.start(ShipV1, None, saga_id="in-flight")
     old.store.engine.dispose()
 
-    new = SagaEngine(db_url)
+    new = new_engine()
     new.register(ShipV1, ShipV2)
     report = new.recover()
     assert [r.saga_id for r in report.resumed] == ["in-flight"] and not report.skipped
@@ -76,17 +80,19 @@ def test_v1_saga_finishes_on_v1_beside_v2(db_url: str) -> None:
     assert ran == ["v2.pack", "v2.insure", "v2.post"]
 
 
-def test_unregistered_version_is_reported_and_untouched(db_url: str) -> None:
+def test_unregistered_version_is_reported_and_untouched(
+    new_engine: Callable[..., SagaEngine], db_url: str
+) -> None:
     """With only v2 registered, the v1 saga is reported with the version it needs,
     and its row and log stay exactly as they were; other sagas still recover."""
     ran.clear()
-    old = SagaEngine(db_url)
+    old = new_engine()
     old.start(ShipV1, None, saga_id="needs-v1")
     old.start(ShipV2, None, saga_id="fine-v2")
     before = rows(old, "needs-v1")
     old.store.engine.dispose()
 
-    new = SagaEngine(db_url)
+    new = new_engine()
     new.register(ShipV2)
     report = new.recover()
     assert [r.saga_id for r in report.resumed] == ["fine-v2"]
@@ -98,10 +104,12 @@ def test_unregistered_version_is_reported_and_untouched(db_url: str) -> None:
     assert ran == ["v2.pack", "v2.insure", "v2.post"]
 
 
-def test_changed_structure_without_version_bump_is_refused(db_url: str) -> None:
+def test_changed_structure_without_version_bump_is_refused(
+    new_engine: Callable[..., SagaEngine], db_url: str
+) -> None:
     """A saga whose stored fingerprint differs from the registered definition of the
     same version is not resumed on it."""
-    old = SagaEngine(db_url)
+    old = new_engine()
     old.start(ShipV1, None, saga_id="fp")
     old.store.engine.dispose()
 
@@ -118,7 +126,7 @@ def test_changed_structure_without_version_bump_is_refused(db_url: str) -> None:
         @step
         def post(self, ctx: StepContext) -> None: ...
 
-    new = SagaEngine(db_url)
+    new = new_engine()
     new.register(ShipV1Changed)
     report = new.recover()
     assert not report.resumed
@@ -126,10 +134,12 @@ def test_changed_structure_without_version_bump_is_refused(db_url: str) -> None:
     assert "register the definition it started on" in report.skipped[0].reason
 
 
-def test_corrupt_rows_are_reported_and_the_rest_recover(db_url: str) -> None:
+def test_corrupt_rows_are_reported_and_the_rest_recover(
+    new_engine: Callable[..., SagaEngine], db_url: str
+) -> None:
     """A row naming an unknown state, or holding unreadable input, is reported and
     left alone; the other incomplete sagas are resumed."""
-    engine = SagaEngine(db_url)
+    engine = new_engine()
     engine.register(OrderSaga(FakeServices()))
     for sid in ("bad-state", "bad-input", "good"):
         engine.start(OrderSaga, OrderRequest("c", 1.0), saga_id=sid)
@@ -149,23 +159,23 @@ def test_corrupt_rows_are_reported_and_the_rest_recover(db_url: str) -> None:
     assert rows(engine, "bad-input") == before
 
 
-def test_unknown_saga_name_is_reported(db_url: str) -> None:
+def test_unknown_saga_name_is_reported(new_engine: Callable[..., SagaEngine]) -> None:
     """A saga whose definition is not registered at all is reported by name."""
-    engine = SagaEngine(db_url)
+    engine = new_engine()
     engine.start(ShipV1, None, saga_id="orphan")
     engine.store.engine.dispose()
-    fresh = SagaEngine(db_url)
+    fresh = new_engine()
     report = fresh.recover()
     assert report.skipped[0].saga_id == "orphan"
     assert "registered versions of ship: none" in report.skipped[0].reason
 
 
-def test_recover_finishes_compensation(db_url: str) -> None:
+def test_recover_finishes_compensation(new_engine: Callable[..., SagaEngine]) -> None:
     """A saga stopped while compensating resumes compensating, without re-running
     completed steps or compensations already done."""
     services = FakeServices()
     saga = OrderSaga(services)
-    engine = SagaEngine(db_url, sleep=lambda _s: None)
+    engine = new_engine(sleep=lambda _s: None)
     engine.register(saga)
     services.fail("orders.confirm", times=None)
 
@@ -182,7 +192,7 @@ def test_recover_finishes_compensation(db_url: str) -> None:
     assert engine.get("comp").status is SagaStatus.COMPENSATING
     engine.store.engine.dispose()
 
-    fresh = SagaEngine(db_url)
+    fresh = new_engine()
     fresh.register(saga)
     report = fresh.recover()
     assert report.resumed[0].status is SagaStatus.FAILED
@@ -194,7 +204,7 @@ def test_recover_finishes_compensation(db_url: str) -> None:
     assert refund == [("compensating", 1), ("compensating", 2), ("compensated", 2)]
 
 
-def test_retry_delay_survives_a_crash(db_url: str) -> None:
+def test_retry_delay_survives_a_crash(new_engine: Callable[..., SagaEngine]) -> None:
     """A saga waiting for its next attempt stores when it is due; after a crash the
     new engine waits only for what is left of the delay."""
     now = [1000.0]
@@ -214,7 +224,7 @@ def test_retry_delay_survives_a_crash(db_url: str) -> None:
     def crash_while_sleeping(seconds: float) -> None:
         raise SimulatedCrash(f"killed during a {seconds}s wait")
 
-    engine = SagaEngine(db_url, clock=lambda: now[0], sleep=crash_while_sleeping)
+    engine = new_engine(clock=lambda: now[0], sleep=crash_while_sleeping)
     with pytest.raises(SimulatedCrash):
         engine.run(Flaky, None, saga_id="wait")
     engine.store.engine.dispose()
@@ -226,7 +236,7 @@ def test_retry_delay_survives_a_crash(db_url: str) -> None:
         waits.append(seconds)
         now[0] += seconds
 
-    fresh = SagaEngine(db_url, clock=lambda: now[0], sleep=sleep)
+    fresh = new_engine(clock=lambda: now[0], sleep=sleep)
     fresh.register(Flaky)
     assert fresh.resume("wait").status is SagaStatus.COMPLETED
     assert waits == [40.0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from statesaga import Retry, Saga, SagaEngine, SagaStatus, StepContext, StepTimeout, step
 
@@ -49,7 +50,9 @@ def test_async_step_is_cancelled_at_its_timeout(engine: SagaEngine) -> None:
     assert finished == [] and time.monotonic() - started < 10
 
 
-def test_deadline_stops_further_steps_and_compensates(db_url: str) -> None:
+def test_deadline_stops_further_steps_and_compensates(
+    new_engine: Callable[..., SagaEngine], db_url: str
+) -> None:
     """Once the saga's deadline has passed, the next step does not start: it fails
     with DeadlineExceeded (never retried) and the completed steps are compensated."""
     now = [0.0]
@@ -72,7 +75,7 @@ def test_deadline_stops_further_steps_and_compensates(db_url: str) -> None:
         def second(self, ctx: StepContext) -> None:
             raise AssertionError("must not start after the deadline")
 
-    engine = SagaEngine(db_url, clock=lambda: now[0])
+    engine = new_engine(clock=lambda: now[0])
     run = engine.run(Slowpoke, None)
     assert run.status is SagaStatus.FAILED
     assert run.error is not None and "deadline of 60.0s passed before step 'second'" in run.error
