@@ -102,6 +102,7 @@ class CompensationSpec:
     step: str
     handler: Handler
     retry: Retry
+    transactional: bool = False
 
 
 @attrs.frozen
@@ -173,10 +174,13 @@ _pending: list[_StepDecl] = []
 class _CompensationDecl:
     """What ``@some_step.compensate`` leaves in the class body."""
 
-    def __init__(self, step: _StepDecl, fn: Handler, retry: Retry | None) -> None:
+    def __init__(
+        self, step: _StepDecl, fn: Handler, retry: Retry | None, transactional: bool
+    ) -> None:
         self.step = step
         self.fn = fn
         self.retry = retry
+        self.transactional = transactional
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
         return self if obj is None else self.fn.__get__(obj, owner)
@@ -202,19 +206,26 @@ class _StepDecl:
     def compensate(self, fn: Handler, /) -> _CompensationDecl: ...
     @overload
     def compensate(
-        self, fn: None = None, /, *, retry: Retry | None = None
+        self, fn: None = None, /, *, retry: Retry | None = None, transactional: bool = False
     ) -> Callable[[Handler], _CompensationDecl]: ...
 
     def compensate(
-        self, fn: Handler | None = None, /, *, retry: Retry | None = None
+        self,
+        fn: Handler | None = None,
+        /,
+        *,
+        retry: Retry | None = None,
+        transactional: bool = False,
     ) -> _CompensationDecl | Callable[[Handler], _CompensationDecl]:
         """Declare the compensation of this step: ``(self, ctx, result) -> None``.
 
-        Use as ``@my_step.compensate`` or ``@my_step.compensate(retry=Retry(...))``.
+        Use as ``@my_step.compensate`` or with options,
+        ``@my_step.compensate(retry=Retry(...), transactional=True)``; a
+        transactional compensation gets ``ctx.connection`` like a transactional step.
         """
 
         def wrap(f: Handler) -> _CompensationDecl:
-            decl = _CompensationDecl(self, f, retry)
+            decl = _CompensationDecl(self, f, retry, transactional)
             self.compensations.append(decl)
             return decl
 
@@ -422,7 +433,7 @@ def compile_spec(cls: type) -> SagaSpec:
             c = comp_of[attr]
             cname = c.fn.__name__
             _check_signature(label, f"compensation {cname!r}", c.fn, ("self", "ctx", "result"))
-            comp = CompensationSpec(cname, attr, c.fn, c.retry or NO_RETRY)
+            comp = CompensationSpec(cname, attr, c.fn, c.retry or NO_RETRY, c.transactional)
         steps.append(
             StepSpec(
                 name=attr,
@@ -459,6 +470,8 @@ def _check_duplicates(cls: type, label: str, kept: set[int]) -> None:
 def _fingerprint(name: str, version: int, steps: list[StepSpec]) -> str:
     parts = [name, str(version)]
     for s in steps:
-        comp = s.compensation.name if s.compensation else "-"
+        comp = "-"
+        if s.compensation:
+            comp = s.compensation.name + ("/tx" if s.compensation.transactional else "")
         parts.append(f"{s.name}/{comp}/{'tx' if s.transactional else 'local'}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

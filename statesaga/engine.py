@@ -24,7 +24,7 @@ import attrs
 from sqlalchemy.engine import Connection, Engine
 
 from statesaga import codec
-from statesaga.definition import Saga, SagaSpec, StepSpec
+from statesaga.definition import Retry, Saga, SagaSpec, StepSpec
 from statesaga.errors import (
     ConcurrentUpdate,
     DeadlineExceeded,
@@ -645,28 +645,57 @@ class SagaEngine:
         )
 
     def _attempt_step(self, run: _Run, step: StepSpec) -> None:
-        if not step.transactional:
+        def invoke(connection: Connection | None) -> Callable[[], None]:
+            result, text = self._execute(run, step, connection)
+            return lambda: self._succeeded(run, step, result, text)
+
+        self._attempt(run, step.transactional, step.retry, invoke, compensation=False)
+
+    def _attempt_compensation(self, run: _Run, step: StepSpec) -> None:
+        comp = step.compensation
+        assert comp is not None
+
+        def invoke(connection: Connection | None) -> Callable[[], None]:
+            ctx = self._context(run, step.name, comp.name, connection)
+            args = (run.defn.saga, ctx, run.results.get(step.name))
+            self._call(run, comp.handler, args, None, comp.name)
+            return lambda: self._compensated(run)
+
+        self._attempt(run, comp.transactional, comp.retry, invoke, compensation=True)
+
+    def _attempt(
+        self,
+        run: _Run,
+        transactional: bool,
+        retry: Retry,
+        invoke: Callable[[Connection | None], Callable[[], None]],
+        compensation: bool,
+    ) -> None:
+        """Make one attempt: ``invoke`` runs the handler and returns how to record
+        its success; a failure goes to the retry policy. A transactional attempt
+        runs the handler and records its success in one transaction."""
+        if not transactional:
             try:
-                result, text = self._execute(run, step, None)
+                record = invoke(None)
             except Exception as exc:
-                self._failed(run, step.retry, exc)
+                self._failed(run, retry, exc, compensation)
                 return
-            self._succeeded(run, step, result, text)
+            record()
             return
         try:
             with self.store.transaction() as tx:
                 try:
-                    result, text = self._execute(run, step, tx.connection)
+                    record = invoke(tx.connection)
                 except Exception as exc:
-                    # Leaving the block rolls back the step's own writes.
+                    # Leaving the block rolls back the handler's own writes.
                     raise _Rollback(exc) from exc
                 run.tx = tx
                 try:
-                    self._succeeded(run, step, result, text)
+                    record()
                 finally:
                     run.tx = None
         except _Rollback as rollback:
-            self._failed(run, step.retry, rollback.error)
+            self._failed(run, retry, rollback.error, compensation)
             return
         self._probe("after_commit", run)
 
@@ -724,17 +753,7 @@ class SagaEngine:
         run.outcome = text
         self._fire(run, "succeed")
 
-    def _attempt_compensation(self, run: _Run, step: StepSpec) -> None:
-        comp = step.compensation
-        assert comp is not None
-        ctx = self._context(run, step.name, comp.name, None)
-        try:
-            self._call(
-                run, comp.handler, (run.defn.saga, ctx, run.results.get(step.name)), None, comp.name
-            )
-        except Exception as exc:
-            self._failed(run, comp.retry, exc, compensation=True)
-            return
+    def _compensated(self, run: _Run) -> None:
         run.outcome = None
         self._fire(run, "succeed")
 
@@ -746,7 +765,7 @@ class SagaEngine:
                 run.defn.spec.name, run.saga_id, step.name, result, str(exc)
             ) from exc
 
-    def _failed(self, run: _Run, retry: Any, error: Exception, compensation: bool = False) -> None:
+    def _failed(self, run: _Run, retry: Retry, error: Exception, compensation: bool) -> None:
         run.failures += 1
         run.outcome = _describe(error)
         if not isinstance(error, _FINAL) and retry.should_retry(error, run.failures):
