@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from statesaga.diagrams.cli import diagram, diagrams
 from statesaga.engine import LogEntry, SagaEngine, SagaRun
 
 console = Console(highlight=False)
@@ -95,3 +96,7 @@ def demo(db: str) -> None:
     services.fail("payments.charge", times=2)
     retried = engine.run(order.OrderSaga, order.OrderRequest("customer-3", 7.25))
     console.print(timeline(retried, engine.history(retried.saga_id)))
+
+
+main.add_command(diagram)
+main.add_command(diagrams)

@@ -1,0 +1,347 @@
+"""DOT source of a graph model, built with the ``graphviz`` package (no binary needed).
+
+The visual language:
+
+- steps are blue rounded boxes in one row (left to right) or column (top to
+  bottom), joined by thick blue arrows: the forward path;
+- compensations are orange rounded boxes in a second row, each under the step
+  it undoes, joined by thick orange arrows running back: the compensation chain;
+- a step's final failure is a dashed red arrow down into the chain; a retry is
+  a dotted grey loop; a step without compensation says so in grey;
+- terminals are double ellipses: green ``completed``, red ``failed``, dark red
+  ``compensation_failed``;
+- in an instance overlay, what the saga did is coloured and what it did not is
+  greyed out; each transition it took carries its number in the path.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import textwrap
+from typing import Literal
+
+import graphviz
+
+from statesaga.diagrams.model import Edge, GraphModel, Node
+
+Direction = Literal["LR", "TB"]
+
+FONT = "Helvetica,Arial,sans-serif"
+
+# Colours: one hue per meaning, a light fill and a strong line of it.
+BLUE, BLUE_FILL = "#1a73e8", "#e8f0fe"
+ORANGE, ORANGE_FILL = "#e37400", "#fef3e0"
+GREEN, GREEN_FILL = "#188038", "#e6f4ea"
+RED, RED_FILL = "#d93025", "#fce8e6"
+DARK_RED, DARK_RED_FILL = "#a50e0e", "#f6d5d3"
+PURPLE, PURPLE_FILL = "#9334e6", "#f3e8fd"
+GREY, FAINT, TEXT = "#5f6368", "#c4c7c5", "#202124"
+
+#: Line colour of each edge kind.
+EDGE_COLOUR = {
+    "forward": BLUE,
+    "complete": BLUE,
+    "retry": GREY,
+    "fail": RED,
+    "compensate": ORANGE,
+    "compensation_failed": DARK_RED,
+    "finish": ORANGE,
+}
+TERMINAL_COLOURS = {
+    "completed": (GREEN, GREEN_FILL),
+    "failed": (RED, RED_FILL),
+    "compensation_failed": (DARK_RED, DARK_RED_FILL),
+}
+#: Fill and line of a visited node, by its outcome in an overlay.
+OUTCOME_COLOURS = {
+    "completed": (GREEN, "#ceead6"),
+    "failed": (RED, "#f6aea9"),
+    "compensated": (ORANGE, "#fde0b8"),
+    "compensation_failed": (DARK_RED, "#f6aea9"),
+    "running": (PURPLE, PURPLE_FILL),
+}
+START = "__start__"
+
+
+def to_dot(model: GraphModel, direction: Direction = "LR") -> str:
+    """The DOT source of ``model``.
+
+    Args:
+        model: a definition's graph model, with or without an instance overlay.
+        direction: ``LR`` draws the forward path as a row, ``TB`` as a column.
+
+    Returns:
+        The source text, deterministic for a given model.
+    """
+    source: str = build_digraph(model, direction).source
+    return source
+
+
+def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Digraph:
+    """The model as a ``graphviz.Digraph`` (to render or extend it)."""
+    g = graphviz.Digraph(name=_id(model.key))
+    g.attr(
+        rankdir=direction,
+        newrank="true",
+        nodesep="0.35",
+        ranksep="0.55",
+        bgcolor="white",
+        fontname=FONT,
+        labelloc="t",
+        labeljust="l",
+        label=_title(model),
+        pad="0.3",
+    )
+    g.attr("node", fontname=FONT, fontsize="12", fontcolor=TEXT, margin="0.15,0.06")
+    g.attr("edge", fontname=FONT, fontsize="10", arrowsize="0.8")
+
+    overlay = model.is_instance
+    g.node(
+        START,
+        label="",
+        shape="circle",
+        width="0.22",
+        fixedsize="true",
+        style="filled",
+        fillcolor=TEXT if not overlay else PURPLE,
+        color=TEXT if not overlay else PURPLE,
+    )
+    for n in model.steps:
+        g.node(n.id, **_node_attrs(n, overlay))
+    g.node("completed", **_node_attrs(model.node("completed"), overlay))
+    for n in model.compensations:
+        g.node(n.id, **_node_attrs(n, overlay))
+    for t in ("failed", "compensation_failed"):
+        g.node(t, **_node_attrs(model.node(t), overlay))
+
+    # Ranks: a compensation sits under the step after the one it undoes, which is
+    # where a failure starts the chain, so a linear saga's failure edges drop
+    # straight down; the failure terminals sit under the first step, where the
+    # chain ends.
+    columns: list[list[str]] = [[n.id] for n in model.steps] + [["completed"]]
+    columns[0] += ["failed", "compensation_failed"]
+    for n in model.steps:
+        if n.compensation:
+            assert n.index is not None
+            columns[n.index + 1].append(n.compensation)
+    for column in columns:
+        with g.subgraph() as r:
+            r.attr(rank="same")
+            for id in column:
+                r.node(id)
+            # Invisible flat edges order a rank: the forward row (or column)
+            # first, then the compensation chain, then the failure terminals.
+            for upper, lower in itertools.pairwise(column):
+                r.edge(upper, lower, style="invis")
+
+    g.edge(
+        START,
+        model.initial,
+        color=TEXT if not overlay else PURPLE,
+        penwidth="1.5" if not overlay else "3",
+        weight="10",
+    )
+    # Retry loops go on the side away from the failure edges between the rows.
+    outside = {
+        "step": "n" if direction == "LR" else "w",
+        "compensation": "s" if direction == "LR" else "e",
+    }
+    for e in model.edges:
+        if e.possible or e.taken:
+            attrs = _edge_attrs(e, overlay)
+            if e.kind == "retry":
+                port = outside[model.node(e.source).kind]
+                attrs.update(tailport=port, headport=port)
+            g.edge(e.source, e.dest, **attrs)
+    return g
+
+
+def _id(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _title(model: GraphModel) -> str:
+    # Graphviz rejects an empty <font> element: add the deadline only if there is one.
+    deadline = (
+        f'<font color="{GREY}">   deadline {model.deadline:g}s</font>'
+        if model.deadline is not None
+        else ""
+    )
+    rows = [
+        f'<tr><td align="left"><font point-size="15"><b>{_esc(model.key)}</b></font>'
+        f"{deadline}</td></tr>"
+    ]
+    if model.is_instance:
+        colour = {
+            "completed": GREEN,
+            "failed": RED,
+            "compensation_failed": DARK_RED,
+        }.get(model.status or "", PURPLE)
+        saga = _esc(model.saga_id) if model.saga_id else "one saga"
+        rows.append(
+            f'<tr><td align="left">saga <b>{saga}</b>: '
+            f'<font color="{colour}"><b>{_esc(model.status or "")}</b></font>'
+            f" after {len(model.path)} transitions</td></tr>"
+        )
+        if model.error:
+            error = _wrap(model.error, 90)
+            rows.append(f'<tr><td align="left"><font color="{RED}">{error}</font></td></tr>')
+    for table in _legend(model.is_instance).split("</table>")[:-1]:
+        rows.append(f'<tr><td align="left">{table}</table></td></tr>')
+    return f'<<table border="0" cellspacing="2" cellpadding="0">{"".join(rows)}</table>>'
+
+
+def _legend(overlay: bool) -> str:
+    """A key of the visual language: the kinds of transition, and in an overlay
+    the colours of what became of each state."""
+
+    def line(glyph: str, colour: str, text: str) -> str:
+        return f'<td align="left"><font color="{colour}"><b>{glyph}</b></font> {text}    </td>'
+
+    def swatch(line_colour: str, fill: str, text: str) -> str:
+        return (
+            f'<td border="1" color="{line_colour}" bgcolor="{fill}" width="14" height="10"></td>'
+            f'<td align="left"> {text}    </td>'
+        )
+
+    edges = [
+        line("━━▶", BLUE, "forward"),
+        line("╌╌▶", RED, "step failed"),
+        line("━━▶", ORANGE, "compensation"),
+        line("╌╌▶", DARK_RED, "compensation failed, go on"),
+        line("┈┈▶", GREY, "retry"),
+    ]
+    rows = ["<tr>" + "".join(edges) + "</tr>"]
+    if overlay:
+        cells = [
+            swatch(*OUTCOME_COLOURS["completed"], "completed"),
+            swatch(*OUTCOME_COLOURS["compensated"], "compensated"),
+            swatch(*OUTCOME_COLOURS["failed"], "failed"),
+            swatch(*OUTCOME_COLOURS["running"], "running"),
+            swatch(FAINT, "white", "not reached"),
+            f'<td bgcolor="{GREY}"><font color="white" point-size="10"><b> n </b></font></td>'
+            '<td align="left"> n-th transition taken</td>',
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return "".join(
+        f'<table border="0" cellspacing="2" cellpadding="1">{row}</table>' for row in rows
+    )
+
+
+def _wrap(text: str, width: int) -> str:
+    lines = textwrap.wrap(text, width, max_lines=3, placeholder=" …") or [""]
+    return "<br/>".join(_esc(line) for line in lines)
+
+
+def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
+    if n.kind == "terminal":
+        line, fill = TERMINAL_COLOURS[n.id]
+        attrs = {
+            "shape": "ellipse",
+            "peripheries": "2",
+            "style": "filled",
+            "color": line,
+            "fillcolor": fill,
+            "fontcolor": line,
+            "label": f"<<b>{_esc(n.id)}</b>>",
+        }
+        if overlay:
+            if n.outcome == "reached":
+                attrs["penwidth"] = "3"
+            else:
+                attrs.update(color=FAINT, fillcolor="white", fontcolor=FAINT)
+        return attrs
+
+    step_kind = n.kind == "step"
+    line, fill = (BLUE, BLUE_FILL) if step_kind else (ORANGE, ORANGE_FILL)
+    details: list[str] = []
+    if step_kind:
+        assert n.index is not None
+        details.append(f"step {n.index + 1}")
+        if n.transactional:
+            details.append("transactional")
+        if n.timeout is not None:
+            details.append(f"timeout {n.timeout:g}s")
+    else:
+        details.append(f"undoes {_esc(n.step or '')}")
+        if n.transactional:
+            details.append("transactional")
+    if n.max_attempts > 1:
+        details.append(f"up to {n.max_attempts} attempts")
+    sub = [" · ".join(details)]
+    if step_kind and n.compensation is None:
+        sub.append("<i>no compensation</i>")
+
+    fontcolor = TEXT
+    sub_colour = GREY
+    penwidth = "1.5"
+    style = "rounded,filled"
+    if overlay:
+        if n.outcome is None:
+            line, fill, fontcolor, sub_colour = FAINT, "white", "#9aa0a6", "#9aa0a6"
+        else:
+            line, fill = OUTCOME_COLOURS[n.outcome]
+            penwidth = "2.5"
+            state = _esc(n.outcome_text or "")
+            sub.append(f'<font color="{line}"><b>{state}</b></font>')
+            if n.error and n.outcome in ("failed", "compensation_failed", "running"):
+                sub.append(f'<font color="{RED}">{_wrap(n.error, 34)}</font>')
+            if n.outcome in ("failed", "running"):
+                penwidth = "3.5"
+    elif step_kind and n.compensation is None:
+        style = "rounded,filled,dashed"
+
+    rows = [f"<tr><td><b>{_esc(n.id)}</b></td></tr>"]
+    rows += [f'<tr><td><font point-size="9" color="{sub_colour}">{s}</font></td></tr>' for s in sub]
+    return {
+        "shape": "box",
+        "style": style,
+        "color": line,
+        "fillcolor": fill,
+        "fontcolor": fontcolor,
+        "penwidth": penwidth,
+        "label": f'<<table border="0" cellspacing="0" cellpadding="1">{"".join(rows)}</table>>',
+    }
+
+
+def _edge_attrs(e: Edge, overlay: bool) -> dict[str, str]:
+    colour = EDGE_COLOUR[e.kind]
+    if e.kind == "finish" and e.condition == "compensation_failed":
+        colour = DARK_RED
+    attrs: dict[str, str] = {"color": colour, "fontcolor": colour}
+    if e.kind in ("forward", "complete", "compensate"):
+        attrs.update(penwidth="2", weight="10")
+    elif e.kind == "retry":
+        attrs.update(style="dotted", penwidth="1.2")
+    elif e.kind in ("fail", "compensation_failed"):
+        attrs.update(style="dashed", penwidth="1.2", constraint="false")
+    else:  # finish
+        attrs.update(penwidth="1.5", constraint="false")
+    if e.label:
+        attrs["label"] = f" {e.label} "
+    if overlay:
+        if e.taken:
+            attrs["penwidth"] = "3" if e.kind != "retry" else "2"
+            attrs["label"] = _badges(e.taken, colour, e.label)
+        else:
+            attrs.update(color=FAINT, fontcolor=FAINT)
+    return attrs
+
+
+def _badges(numbers: tuple[int, ...], colour: str, label: str | None) -> str:
+    """Numbers in filled boxes (the path positions), then the edge's own label."""
+    cells = "".join(
+        f'<td bgcolor="{colour}"><font color="white" point-size="10"><b> {n} </b></font></td>'
+        for n in numbers
+    )
+    if label:
+        cells += f"<td>{_esc(label)}</td>"
+    return (
+        '<<table border="0" cellborder="0" cellspacing="2" cellpadding="1">'
+        f"<tr>{cells}</tr></table>>"
+    )

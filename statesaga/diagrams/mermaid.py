@@ -1,0 +1,143 @@
+"""Mermaid ``stateDiagram-v2`` text of a graph model, for Markdown.
+
+Mermaid cannot style one transition apart from another in a state diagram, so
+the kinds of transition are told by their labels (``fail``, ``retry ...``,
+``fail, go on``) and the kinds of state by colour classes. In an instance
+overlay each transition the saga took is labelled with its numbers in the
+path, ``(1)`` ``(2)`` ..., and each state with what became of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+from statesaga.diagrams.model import Edge, GraphModel, Node
+
+#: ``classDef`` of each kind of state and each overlay outcome.
+CLASSES = {
+    "step": "fill:#e8f0fe,stroke:#1a73e8,color:#202124",
+    "nocomp": "fill:#e8f0fe,stroke:#1a73e8,color:#202124,stroke-dasharray:4 3",
+    "compensation": "fill:#fef3e0,stroke:#e37400,color:#202124",
+    "t_completed": "fill:#e6f4ea,stroke:#188038,color:#188038,stroke-width:3px",
+    "t_failed": "fill:#fce8e6,stroke:#d93025,color:#d93025,stroke-width:3px",
+    "t_compensation_failed": "fill:#f6d5d3,stroke:#a50e0e,color:#a50e0e,stroke-width:3px",
+    "o_completed": "fill:#ceead6,stroke:#188038,color:#202124,stroke-width:2px",
+    "o_failed": "fill:#f6aea9,stroke:#d93025,color:#202124,stroke-width:3px",
+    "o_compensated": "fill:#fde0b8,stroke:#e37400,color:#202124,stroke-width:2px",
+    "o_compensation_failed": "fill:#f6aea9,stroke:#a50e0e,color:#202124,stroke-width:3px",
+    "o_running": "fill:#f3e8fd,stroke:#9334e6,color:#202124,stroke-width:4px",
+    "o_reached": "stroke-width:4px",
+    "o_none": "fill:#ffffff,stroke:#c4c7c5,color:#9aa0a6",
+}
+
+
+def to_mermaid(model: GraphModel, direction: Literal["LR", "TB"] = "LR") -> str:
+    """The Mermaid ``stateDiagram-v2`` source of ``model``.
+
+    Args:
+        model: a definition's graph model, with or without an instance overlay.
+        direction: ``LR`` (left to right) or ``TB`` (top to bottom).
+
+    Returns:
+        The text, deterministic for a given model, ending with a newline.
+    """
+    title = model.key
+    if model.is_instance:
+        title += f" · saga {model.saga_id or ''} · {model.status}"
+    lines = [
+        "---",
+        f"title: {json.dumps(title, ensure_ascii=False)}",
+        "---",
+        "stateDiagram-v2",
+        f"    direction {direction}",
+    ]
+    classes = {n.id: _class(n, model.is_instance) for n in model.nodes}
+    used = set(classes.values())
+    lines += [f"    classDef {name} {style}" for name, style in CLASSES.items() if name in used]
+    lines.append("")
+    for n in model.nodes:
+        lines += [f"    {n.id} : {_text(d)}" for d in _descriptions(n, model.is_instance)]
+    lines.append("")
+    lines.append(f"    [*] --> {model.initial}")
+    for e in model.edges:
+        if not (e.possible or e.taken):
+            continue
+        label = _edge_label(e, model.is_instance)
+        lines.append(f"    {e.source} --> {e.dest}" + (f" : {_text(label)}" if label else ""))
+    for t in model.terminals:
+        lines.append(f"    {t.id} --> [*]")
+    lines.append("")
+    lines += [f"    class {id} {name}" for id, name in classes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _descriptions(n: Node, overlay: bool) -> list[str]:
+    out = []
+    if n.kind == "step":
+        assert n.index is not None
+        parts = [f"step {n.index + 1}"]
+        if n.transactional:
+            parts.append("transactional")
+        if n.timeout is not None:
+            parts.append(f"timeout {n.timeout:g}s")
+        if n.max_attempts > 1:
+            parts.append(f"up to {n.max_attempts} attempts")
+        out.append(" · ".join(parts))
+        if n.compensation is None:
+            out.append("no compensation")
+    elif n.kind == "compensation":
+        parts = [f"undoes {n.step}"]
+        if n.transactional:
+            parts.append("transactional")
+        if n.max_attempts > 1:
+            parts.append(f"up to {n.max_attempts} attempts")
+        out.append(" · ".join(parts))
+    if overlay and n.outcome is not None and n.kind != "terminal":
+        state = {
+            "completed": "completed",
+            "failed": "failed",
+            "compensated": "compensated" if n.kind == "compensation" else "completed, then undone",
+            "compensation_failed": "compensation failed",
+            "running": "running now",
+        }[n.outcome]
+        if n.attempts > 1:
+            state += (
+                f" (attempt {n.attempts})"
+                if n.outcome == "running"
+                else f" after {n.attempts} attempts"
+            )
+        out.append(f"▶ {state}" if n.outcome == "running" else state)
+        if n.error and n.outcome in ("failed", "compensation_failed", "running"):
+            out.append(n.error)
+    return out
+
+
+def _edge_label(e: Edge, overlay: bool) -> str | None:
+    if overlay and e.taken:
+        numbers = " ".join(f"({n})" for n in e.taken)
+        return f"{numbers} {e.label}" if e.label else numbers
+    return e.label
+
+
+def _class(n: Node, overlay: bool) -> str:
+    if overlay:
+        if n.outcome is None:
+            return "o_none"
+        if n.kind == "terminal":
+            return f"t_{n.id}"
+        return f"o_{n.outcome}"
+    if n.kind == "terminal":
+        return f"t_{n.id}"
+    if n.kind == "step" and n.compensation is None:
+        return "nocomp"
+    return n.kind
+
+
+def _text(text: str) -> str:
+    """Free text made safe for a Mermaid label: one line, and the characters
+    Mermaid could read as syntax (``;`` ``#`` ``{`` ``}`` ``<`` ``>`` ``"``) as
+    its entity codes, which it shows as the characters themselves."""
+    text = " ".join(text.split())
+    return re.sub(r"[;#{}<>\"]", lambda m: f"#{ord(m.group())};", text)

@@ -1,0 +1,121 @@
+"""Where diagrams come from: saga classes found in a package, and sagas read
+from a store."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Iterable
+from types import ModuleType
+
+from statesaga.definition import Saga
+from statesaga.diagrams.model import GraphModel, model_of
+from statesaga.engine import SagaEngine
+from statesaga.errors import NotRegistered, SagaNotFound
+
+
+class DefinitionNotFound(NotRegistered):
+    """None of the definitions given is the one a stored saga ran on.
+
+    Attributes:
+        name: the saga's definition name.
+        version: its version.
+        fingerprint: its structural fingerprint.
+    """
+
+    def __init__(self, saga_id: str, name: str, version: int, fingerprint: str, problem: str):
+        Exception.__init__(
+            self,
+            f"saga {saga_id!r} ran on {name} v{version} (fingerprint {fingerprint}), but "
+            f"{problem}; point --definitions at the package that defines that version",
+        )
+        self.saga_id = saga_id
+        self.name = name
+        self.version = version
+        self.fingerprint = fingerprint
+
+
+def find_sagas(package: str | ModuleType) -> list[type[Saga]]:
+    """Every saga class defined in a package and its submodules.
+
+    Args:
+        package: a package or module, or its dotted name (imported as is:
+            it must be importable from ``sys.path``).
+
+    Returns:
+        The concrete ``Saga`` subclasses defined there (not merely imported),
+        sorted by name and version.
+
+    Raises:
+        ImportError: the package or one of its modules cannot be imported.
+        ValueError: two classes share a name and version.
+    """
+    root = importlib.import_module(package) if isinstance(package, str) else package
+    modules = [root]
+    if hasattr(root, "__path__"):
+        for info in pkgutil.walk_packages(root.__path__, prefix=f"{root.__name__}."):
+            modules.append(importlib.import_module(info.name))
+    found: dict[tuple[str, int], type[Saga]] = {}
+    for module in modules:
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (
+                issubclass(cls, Saga)
+                and cls.__module__ == module.__name__
+                and "spec" in cls.__dict__
+            ):
+                key = (cls.spec.name, cls.spec.version)
+                other = found.get(key)
+                if other is not None and other is not cls:
+                    raise ValueError(
+                        f"{cls.spec.key} is defined twice: {_qualname(other)} and "
+                        f"{_qualname(cls)}; give one of them another name or version"
+                    )
+                found[key] = cls
+    return [found[k] for k in sorted(found)]
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def instance_model(engine: SagaEngine, saga_id: str, sagas: Iterable[type[Saga]]) -> GraphModel:
+    """The graph model of the saga ``saga_id``, with the path it took laid over it.
+
+    Args:
+        engine: the engine on the store that holds the saga.
+        saga_id: the saga's id.
+        sagas: candidate definitions; the one with the saga's name, version
+            and fingerprint is drawn.
+
+    Raises:
+        SagaNotFound: the store has no such saga.
+        DefinitionNotFound: no candidate has the saga's name and version, or
+            its fingerprint differs (the definition changed since the saga started).
+        HistoryMismatch: the saga's log does not fit the definition.
+    """
+    engine.store.ensure_schema()
+    row = engine.store.get(saga_id)
+    if row is None:
+        raise SagaNotFound(saga_id)
+    sagas = list(sagas)
+    found = [s for s in sagas if (s.spec.name, s.spec.version) == (row.name, row.version)]
+    if not found:
+        known = ", ".join(s.spec.key for s in sagas) or "none"
+        raise DefinitionNotFound(
+            saga_id, row.name, row.version, row.fingerprint, f"no definition given has it ({known})"
+        )
+    saga = found[0]
+    if saga.spec.fingerprint != row.fingerprint:
+        raise DefinitionNotFound(
+            saga_id,
+            row.name,
+            row.version,
+            row.fingerprint,
+            f"{_qualname(saga)} has fingerprint {saga.spec.fingerprint} (its steps changed "
+            "without a version bump)",
+        )
+    run = engine.get(saga_id)
+    return model_of(saga).with_path(
+        engine.history(saga_id), run.status.value, saga_id=saga_id, error=run.error
+    )
