@@ -197,7 +197,11 @@ class _StepDecl:
         self.transactional = transactional
         self.timeout = timeout
         self.compensations: list[_CompensationDecl] = []
+        self.owner: type | None = None
         _pending.append(self)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.owner = owner
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
         return self if obj is None else self.fn.__get__(obj, owner)
@@ -225,6 +229,14 @@ class _StepDecl:
         """
 
         def wrap(f: Handler) -> _CompensationDecl:
+            if self.owner is not None:
+                raise InvalidDefinition(
+                    self.owner.__qualname__,
+                    f"compensation {f.__name__!r} is declared for step {self.fn.__name__!r} "
+                    f"outside the class body of {self.owner.__qualname__}; declare a "
+                    "compensation beside its step, or in a subclass override the "
+                    "compensation method by name",
+                )
             decl = _CompensationDecl(self, f, retry, transactional)
             self.compensations.append(decl)
             return decl
@@ -367,17 +379,20 @@ def compile_spec(cls: type) -> SagaSpec:
             label, f"deadline must be a number of seconds > 0, got {deadline!r}"
         )
 
-    decls: list[tuple[str, _StepDecl]] = []
-    comps: list[tuple[str, _CompensationDecl]] = []
-    # Steps are inherited: a subclass may add steps after its base's, or replace them.
-    namespace: dict[str, Any] = {}
+    # Steps are inherited. A subclass may add steps after its base's, or
+    # override a step's or compensation's handler with a plain method of the
+    # same name (the step keeps its options).
+    declared: dict[str, _StepDecl | _CompensationDecl] = {}
+    overrides: dict[str, Handler] = {}
     for klass in reversed(cls.__mro__):
-        namespace.update(vars(klass))
-    for attr, value in namespace.items():
-        if isinstance(value, _StepDecl):
-            decls.append((attr, value))
-        elif isinstance(value, _CompensationDecl):
-            comps.append((attr, value))
+        for attr, value in vars(klass).items():
+            if isinstance(value, _StepDecl | _CompensationDecl):
+                declared[attr] = value
+                overrides.pop(attr, None)
+            elif attr in declared and inspect.isfunction(value):
+                overrides[attr] = value
+    decls = [(a, d) for a, d in declared.items() if isinstance(d, _StepDecl)]
+    comps = [(a, c) for a, c in declared.items() if isinstance(c, _CompensationDecl)]
     if not decls:
         raise InvalidDefinition(label, "declares no steps; decorate at least one method with @step")
 
@@ -416,7 +431,7 @@ def compile_spec(cls: type) -> SagaSpec:
     # A compensation declared on a step of another class, or overwritten.
     for attr, d in decls:
         for c in d.compensations:
-            if namespace.get(c.fn.__name__) is not c:
+            if declared.get(c.fn.__name__) is not c:
                 raise InvalidDefinition(
                     label,
                     f"compensation {c.fn.__name__!r} of step {attr!r} is defined twice "
@@ -425,24 +440,26 @@ def compile_spec(cls: type) -> SagaSpec:
 
     steps = []
     for index, (attr, d) in enumerate(decls):
-        _check_signature(label, f"step {attr!r}", d.fn, ("self", "ctx"))
+        handler = overrides.get(attr, d.fn)
+        _check_signature(label, f"step {attr!r}", handler, ("self", "ctx"))
         if d.timeout is not None and d.timeout <= 0:
             raise InvalidDefinition(label, f"step {attr!r}: timeout must be > 0 seconds")
         comp = None
         if attr in comp_of:
             c = comp_of[attr]
             cname = c.fn.__name__
-            _check_signature(label, f"compensation {cname!r}", c.fn, ("self", "ctx", "result"))
-            comp = CompensationSpec(cname, attr, c.fn, c.retry or NO_RETRY, c.transactional)
+            undo = overrides.get(cname, c.fn)
+            _check_signature(label, f"compensation {cname!r}", undo, ("self", "ctx", "result"))
+            comp = CompensationSpec(cname, attr, undo, c.retry or NO_RETRY, c.transactional)
         steps.append(
             StepSpec(
                 name=attr,
                 index=index,
-                handler=d.fn,
+                handler=handler,
                 retry=d.retry or NO_RETRY,
                 transactional=d.transactional,
                 timeout=d.timeout,
-                result_type=_return_type(d.fn),
+                result_type=_return_type(handler),
                 compensation=comp,
             )
         )

@@ -132,13 +132,13 @@ def test_duplicate_step_names() -> None:
 
 
 def test_compensation_for_unknown_step() -> None:
-    """A compensation of a step from another saga is rejected."""
+    """A compensation of a step from another saga is rejected where it is declared."""
 
     class Other(Saga):
         @step
         def foreign(self, ctx): ...
 
-    with _raises("compensates step 'foreign', which is not a step of this saga"):
+    with _raises("compensation 'undo_foreign' is declared for step 'foreign' outside the class"):
 
         class Mine(Saga):
             @step
@@ -146,6 +146,28 @@ def test_compensation_for_unknown_step() -> None:
 
             @Other.foreign.compensate
             def undo_foreign(self, ctx, result): ...
+
+
+def test_subclass_overrides_handlers_by_name() -> None:
+    """A plain method overriding an inherited step or compensation replaces its
+    handler and keeps its options; the structure (and fingerprint) is unchanged."""
+    from definitions.order import OrderSaga
+
+    class Quiet(OrderSaga):
+        name = "order"
+
+        def charge_payment(self, ctx):  # type: ignore[override]
+            return "free"
+
+        def refund_payment(self, ctx, payment_id):  # type: ignore[override]
+            return None
+
+    step_ = Quiet.spec.step("charge_payment")
+    assert step_.handler is Quiet.__dict__["charge_payment"]
+    assert step_.retry == OrderSaga.spec.step("charge_payment").retry
+    assert step_.compensation is not None
+    assert step_.compensation.handler is Quiet.__dict__["refund_payment"]
+    assert Quiet.spec.fingerprint == OrderSaga.spec.fingerprint
 
 
 def test_compensation_defined_twice() -> None:

@@ -4,6 +4,11 @@ check the saga invariants on what it did.
 - ``SagaHarness`` runs a saga on a real database under a failure plan
   (``Fault`` per step or compensation) and an optional simulated ``Crash``,
   then resumes it in a fresh engine.
+- ``statesaga.testing.strategies`` derives Hypothesis strategies from a saga
+  class (failure plans, crash points, duplicate deliveries, whole scenarios);
+  ``SagaHarness.check_against_baseline`` runs one and compares it with the
+  same failures without crash.
+- ``SagaStateMachine`` is a Hypothesis state machine to subclass for a saga.
 - ``check_saga`` verifies a finished saga's log against the saga invariants
   and fails with the log drawn as a timeline.
 """
@@ -16,9 +21,11 @@ from statesaga.testing.harness import (
     InjectedFault,
     Outcome,
     SagaHarness,
+    Scenario,
     SimulatedCrash,
 )
 from statesaga.testing.invariants import InvariantViolation, check_saga, format_timeline, outcomes
+from statesaga.testing.stateful import SagaStateMachine
 
 __all__ = [
     "CRASH_POINTS",
@@ -29,6 +36,8 @@ __all__ = [
     "InvariantViolation",
     "Outcome",
     "SagaHarness",
+    "SagaStateMachine",
+    "Scenario",
     "SimulatedCrash",
     "check_saga",
     "format_timeline",

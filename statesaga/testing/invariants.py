@@ -29,7 +29,8 @@ def format_timeline(history: Sequence[LogEntry]) -> str:
     return "\n".join(lines)
 
 
-def _fail(problem: str, history: Sequence[LogEntry], status: SagaStatus) -> InvariantViolation:
+def fail(problem: str, history: Sequence[LogEntry], status: SagaStatus) -> InvariantViolation:
+    """An ``InvariantViolation`` stating ``problem``, with the saga's log."""
     return InvariantViolation(
         f"{problem}\nsaga ended {status.value}; its log:\n{format_timeline(history)}"
     )
@@ -78,7 +79,7 @@ def check_saga(spec: SagaSpec, status: SagaStatus, history: Sequence[LogEntry]) 
         InvariantViolation: naming the broken invariant, with the log.
     """
     if not status.is_terminal:
-        raise _fail("the saga did not reach a terminal status", history, status)
+        raise fail("the saga did not reach a terminal status", history, status)
     done = outcomes(history)
     order = [s.name for s in spec.steps]
     forward = [(step, st) for step, st in done if st in _STEP_STATUSES]
@@ -86,25 +87,25 @@ def check_saga(spec: SagaSpec, status: SagaStatus, history: Sequence[LogEntry]) 
     completed = [step for step, st in forward if st is EntryStatus.COMPLETED]
     if status is SagaStatus.COMPLETED:
         if completed != order or len(forward) != len(order):
-            raise _fail(
+            raise fail(
                 f"completed, but the steps completed were {completed}, not {order}", history, status
             )
         if backward:
-            raise _fail("completed, but something was compensated", history, status)
+            raise fail("completed, but something was compensated", history, status)
         return
     failed = [step for step, st in forward if st is EntryStatus.FAILED]
     if len(failed) != 1 or forward[-1][1] is not EntryStatus.FAILED:
-        raise _fail(
+        raise fail(
             f"ended {status.value}, but the steps that failed for good were {failed}",
             history,
             status,
         )
     if completed != order[: len(completed)] or failed[0] != order[len(completed)]:
-        raise _fail("the steps did not run in their declared order", history, status)
+        raise fail("the steps did not run in their declared order", history, status)
     expected = [s for s in reversed(completed) if spec.step(s).compensation is not None]
     compensated = [step for step, _ in backward]
     if compensated != expected:
-        raise _fail(
+        raise fail(
             f"compensations ran for {compensated}; expected exactly {expected} "
             "(each completed step with a compensation, once, in reverse order)",
             history,
@@ -112,7 +113,7 @@ def check_saga(spec: SagaSpec, status: SagaStatus, history: Sequence[LogEntry]) 
         )
     comp_failed = any(st is EntryStatus.COMPENSATION_FAILED for _, st in backward)
     if comp_failed != (status is SagaStatus.COMPENSATION_FAILED):
-        raise _fail(
+        raise fail(
             f"ended {status.value}, but a compensation failed for good: {comp_failed}",
             history,
             status,
