@@ -445,6 +445,13 @@ def compile_spec(cls: type) -> SagaSpec:
         if d.timeout is not None and d.timeout <= 0:
             raise InvalidDefinition(label, f"step {attr!r}: timeout must be > 0 seconds")
         comp = None
+        if attr in comp_of and index == len(decls) - 1:
+            raise InvalidDefinition(
+                label,
+                f"step {attr!r} is the last step, so its compensation "
+                f"{comp_of[attr].fn.__name__!r} could never run (only steps completed before "
+                "a failing one are compensated); remove it or add a step after it",
+            )
         if attr in comp_of:
             c = comp_of[attr]
             cname = c.fn.__name__

@@ -200,6 +200,21 @@ def test_same_compensation_name_twice() -> None:
             def refund(self, ctx, result): ...  # noqa: F811
 
 
+def test_compensation_of_last_step_is_unreachable() -> None:
+    """The last step's compensation could never run, so declaring one is an error."""
+    with _raises("step 'ship' is the last step, so its compensation 'unship' could never run"):
+
+        class Dead(Saga):
+            @step
+            def pack(self, ctx): ...
+
+            @step
+            def ship(self, ctx): ...
+
+            @ship.compensate
+            def unship(self, ctx, result): ...
+
+
 def test_compensation_name_clashes_with_step() -> None:
     """Step and compensation names share one namespace (they are FSM states)."""
     with _raises("'pay' is declared twice"):
@@ -245,6 +260,9 @@ def test_compensation_signature() -> None:
 
             @pay.compensate
             def refund(self, ctx): ...
+
+            @step
+            def ship(self, ctx): ...
 
 
 def test_bad_version_and_input_type() -> None:
