@@ -112,7 +112,8 @@ def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Di
     g.node("completed", **_node_attrs(model.node("completed"), overlay))
     for n in model.compensations:
         g.node(n.id, **_node_attrs(n, overlay))
-    for t in ("failed", "compensation_failed"):
+    failure_terminals = [t for t in ("failed", "compensation_failed") if model.node(t).reachable]
+    for t in failure_terminals:
         g.node(t, **_node_attrs(model.node(t), overlay))
 
     # Ranks: a compensation sits under the step after the one it undoes, which is
@@ -120,7 +121,7 @@ def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Di
     # straight down; the failure terminals sit under the first step, where the
     # chain ends.
     columns: list[list[str]] = [[n.id] for n in model.steps] + [["completed"]]
-    columns[0] += ["failed", "compensation_failed"]
+    columns[0] += failure_terminals
     for n in model.steps:
         if n.compensation:
             assert n.index is not None
@@ -147,13 +148,14 @@ def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Di
         "step": "n" if direction == "LR" else "w",
         "compensation": "s" if direction == "LR" else "e",
     }
-    for e in model.edges:
-        if e.possible or e.taken:
-            attrs = _edge_attrs(e, overlay)
-            if e.kind == "retry":
-                port = outside[model.node(e.source).kind]
-                attrs.update(tailport=port, headport=port)
-            g.edge(e.source, e.dest, **attrs)
+    for e in model.drawn_edges:
+        attrs = _edge_attrs(e, overlay)
+        if e.kind == "retry":
+            port = outside[model.node(e.source).kind]
+            attrs.update(tailport=port, headport=port)
+        if not model.node(e.source).reachable:
+            attrs.update(color=FAINT, fontcolor=FAINT)
+        g.edge(e.source, e.dest, **attrs)
     return g
 
 
@@ -276,6 +278,8 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
     sub = [" · ".join(details)]
     if step_kind and n.compensation is None:
         sub.append("<i>no compensation</i>")
+    if not n.reachable:
+        sub.append("<i>never runs: no step after it can fail</i>")
 
     fontcolor = TEXT
     sub_colour = GREY
@@ -294,6 +298,9 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
             if n.outcome in ("failed", "running"):
                 penwidth = "3.5"
     elif step_kind and n.compensation is None:
+        style = "rounded,filled,dashed"
+    if not n.reachable:
+        line, fill, fontcolor, sub_colour = FAINT, "white", "#9aa0a6", "#9aa0a6"
         style = "rounded,filled,dashed"
 
     rows = [f"<tr><td><b>{_esc(n.id)}</b></td></tr>"]

@@ -53,21 +53,21 @@ def to_mermaid(model: GraphModel, direction: Literal["LR", "TB"] = "LR") -> str:
         "stateDiagram-v2",
         f"    direction {direction}",
     ]
-    classes = {n.id: _class(n, model.is_instance) for n in model.nodes}
+    nodes = model.drawn_nodes
+    classes = {n.id: _class(n, model.is_instance) for n in nodes}
     used = set(classes.values())
     lines += [f"    classDef {name} {style}" for name, style in CLASSES.items() if name in used]
     lines.append("")
-    for n in model.nodes:
+    for n in nodes:
         lines += [f"    {n.id} : {_text(d)}" for d in _descriptions(n, model.is_instance)]
     lines.append("")
     lines.append(f"    [*] --> {model.initial}")
-    for e in model.edges:
-        if not (e.possible or e.taken):
-            continue
+    for e in model.drawn_edges:
         label = _edge_label(e, model.is_instance)
         lines.append(f"    {e.source} --> {e.dest}" + (f" : {_text(label)}" if label else ""))
     for t in model.terminals:
-        lines.append(f"    {t.id} --> [*]")
+        if t.reachable:
+            lines.append(f"    {t.id} --> [*]")
     lines.append("")
     lines += [f"    class {id} {name}" for id, name in classes.items()]
     return "\n".join(lines) + "\n"
@@ -94,6 +94,8 @@ def _descriptions(n: Node, overlay: bool) -> list[str]:
         if n.max_attempts > 1:
             parts.append(f"up to {n.max_attempts} attempts")
         out.append(" · ".join(parts))
+        if not n.reachable:
+            out.append("never runs: no step after it can fail")
     if overlay and n.outcome is not None and n.kind != "terminal":
         state = {
             "completed": "completed",
@@ -132,6 +134,8 @@ def _class(n: Node, overlay: bool) -> str:
         return f"t_{n.id}"
     if n.kind == "step" and n.compensation is None:
         return "nocomp"
+    if not n.reachable:
+        return "o_none"
     return n.kind
 
 
