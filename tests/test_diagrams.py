@@ -648,3 +648,33 @@ def test_committed_diagrams_are_up_to_date(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.chdir(ROOT)
     report = generate(find_sagas("definitions"), ROOT / "diagrams", check=True)
     assert report.stale == []
+
+
+def test_public_names_of_statesaga_diagrams_are_pinned() -> None:
+    """``statesaga.diagrams`` exports exactly these names, each documented."""
+    import statesaga.diagrams as diagrams
+
+    assert diagrams.__all__ == [
+        "DefinitionNotFound",
+        "Edge",
+        "GraphModel",
+        "HistoryMismatch",
+        "Node",
+        "PathStep",
+        "RenderError",
+        "Report",
+        "ScriptedFailure",
+        "build_model",
+        "find_sagas",
+        "generate",
+        "instance_model",
+        "model_of",
+        "render",
+        "render_dot",
+        "scripted_run",
+        "to_dot",
+        "to_mermaid",
+        "write",
+    ]
+    for name in diagrams.__all__:
+        assert getattr(diagrams, name).__doc__, name
