@@ -22,5 +22,8 @@ lint: $(BIN)/statesaga
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+diagrams: $(BIN)/statesaga
+	$(BIN)/statesaga diagrams
+
 bench: $(BIN)/statesaga
 	$(BIN)/python benchmarks/throughput.py

@@ -2,34 +2,38 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
+from datetime import UTC, datetime
 from types import ModuleType
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from statesaga.diagrams.cli import diagram, diagrams
-from statesaga.engine import LogEntry, SagaEngine, SagaRun
+from statesaga.discovery import find_sagas, import_module
+from statesaga.engine import LogEntry, SagaEngine, SagaRun, SagaStatus
+from statesaga.errors import SagaNotFound
 
 console = Console(highlight=False)
 
 
-def import_module(name: str) -> ModuleType:
-    """Import a user module by dotted name, looking in the current directory first
-    (as ``python -m`` does), so ``definitions.order`` works from a checkout."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+def _import(name: str) -> ModuleType:
     try:
-        return importlib.import_module(name)
+        return import_module(name)
     except ImportError as exc:
-        raise click.ClickException(
-            f"cannot import {name!r}: {exc}. Run from the folder that contains it, "
-            "or put it on PYTHONPATH."
-        ) from exc
+        raise click.ClickException(str(exc)) from exc
+
+
+def _engine(db: str, definitions: str | None) -> SagaEngine:
+    engine = SagaEngine(db)
+    if definitions:
+        _import(definitions)
+        try:
+            engine.register(*find_sagas(definitions))
+        except (ImportError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    return engine
 
 
 def timeline(run: SagaRun, history: list[LogEntry]) -> Table:
@@ -68,14 +72,17 @@ def main() -> None:
     "--db", default="sqlite:///statesaga-demo.db", show_default=True, help="Database URL."
 )
 def demo(db: str) -> None:
-    """Run the order saga twice: once happily, once failing and compensating."""
-    order = import_module("definitions.order")
-    services_mod = import_module("definitions.services")
+    """Run the order saga three times: happily, failing and compensating, retrying."""
+    order = _import("definitions.order")
+    services_mod = _import("definitions.services")
     services = services_mod.FakeServices()
-    engine = SagaEngine(db)
-    engine.register(order.OrderSaga(services))
     console.print(f"[bold]statesaga demo[/] on {db}\n")
+    with SagaEngine(db) as engine:
+        engine.register(order.OrderSaga(services))
+        _demo(engine, order, services)
 
+
+def _demo(engine: SagaEngine, order: ModuleType, services: Any) -> None:
     console.print("1. A happy order: every step completes.")
     happy = engine.run(order.OrderSaga, order.OrderRequest("customer-1", 42.0))
     console.print(timeline(happy, engine.history(happy.saga_id)))
@@ -96,6 +103,82 @@ def demo(db: str) -> None:
     services.fail("payments.charge", times=2)
     retried = engine.run(order.OrderSaga, order.OrderRequest("customer-3", 7.25))
     console.print(timeline(retried, engine.history(retried.saga_id)))
+
+
+DB_OPTION = click.option("--db", required=True, help="Database URL, e.g. sqlite:///sagas.db.")
+DEFINITIONS_OPTION = click.option(
+    "--definitions",
+    default="definitions",
+    show_default=True,
+    help="Package (or module) whose saga classes are registered.",
+)
+
+
+@main.command()
+@DB_OPTION
+@DEFINITIONS_OPTION
+def recover(db: str, definitions: str) -> None:
+    """Resume every incomplete saga; report those that cannot be resumed.
+
+    Exits 1 when some saga could not be resumed (it is left untouched).
+    """
+    with _engine(db, definitions) as engine:
+        report = engine.recover()
+    table = Table(title=f"resumed {len(report.resumed)} saga(s)", title_justify="left")
+    for col in ("saga", "definition", "status", "error"):
+        table.add_column(col)
+    for run in report.resumed:
+        table.add_row(run.saga_id, f"{run.name}@v{run.version}", run.status.value, run.error or "")
+    console.print(table)
+    for err in report.skipped:
+        console.print(f"[red]not resumed[/] {err.saga_id}: {err.reason}")
+    if report.skipped:
+        raise SystemExit(1)
+
+
+@main.command("list")
+@DB_OPTION
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in SagaStatus]),
+    help="Only sagas with this status.",
+)
+@click.option("--name", help="Only sagas of this definition name.")
+@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+def list_(db: str, status: str | None, name: str | None, limit: int) -> None:
+    """List sagas, newest first."""
+    with SagaEngine(db) as engine:
+        engine.store.ensure_schema()
+        rows = engine.store.list(status=status, name=name, limit=limit)
+    table = Table(title=f"{len(rows)} saga(s)", title_justify="left")
+    for col in ("saga", "definition", "status", "state", "attempt", "updated", "error"):
+        table.add_column(col)
+    for r in rows:
+        updated = datetime.fromtimestamp(r.updated_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(
+            r.saga_id,
+            f"{r.name}@v{r.version}",
+            r.status,
+            r.state,
+            str(r.attempt),
+            updated,
+            r.error or "",
+        )
+    console.print(table)
+
+
+@main.command()
+@click.argument("saga_id")
+@DB_OPTION
+@DEFINITIONS_OPTION
+def show(saga_id: str, db: str, definitions: str) -> None:
+    """Show one saga's log as a timeline."""
+    with _engine(db, definitions) as engine:
+        try:
+            run = engine.get(saga_id)
+        except SagaNotFound as exc:
+            raise click.ClickException(str(exc)) from exc
+        console.print(timeline(run, engine.history(saga_id)))
 
 
 main.add_command(diagram)

@@ -14,7 +14,8 @@ as attributes, and their message says what to do::
     ├── ResumeError                        a stored saga cannot be resumed (left untouched)
     ├── StepTimeout (TimeoutError)         one attempt of a step took longer than its timeout
     ├── DeadlineExceeded (TimeoutError)    the saga's deadline passed before a step could start
-    └── ConcurrentUpdate (RuntimeError)    another runner changed the saga first; this one stops
+    ├── ConcurrentUpdate (RuntimeError)    another runner changed the saga first; this one stops
+    └── (statesaga.diagrams) RenderError, HistoryMismatch, DefinitionNotFound, ScriptedFailure
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One ``transitions.Machine`` is built per definition, never per saga. States:
 one per step, one per compensation, and the terminals ``completed``,
-``failed`` and ``compensation_failed``. Triggers:
+``failed`` and (when the saga has compensations) ``compensation_failed``. Triggers:
 
 - ``succeed``: a step moves to the next step (or ``completed``); a compensation
   moves to the next compensation down the chain (or a terminal);
@@ -100,7 +100,13 @@ class SagaMachine:
             for s in reversed(steps)
             if s.compensation
         ]
-        states += [StateInfo(t, "terminal", None) for t in TERMINALS]
+        # compensation_failed only where some compensation exists to fail.
+        any_compensation = any(s.compensation for s in steps)
+        states += [
+            StateInfo(t, "terminal", None)
+            for t in TERMINALS
+            if t != "compensation_failed" or any_compensation
+        ]
         self.states: tuple[StateInfo, ...] = tuple(states)
         self._by_name = {st.name: st for st in self.states}
         self.initial = steps[0].name

@@ -65,6 +65,19 @@ def test_machine_states_and_transitions_are_inspectable() -> None:
     assert len(edges) == len(m.transitions) == 22
 
 
+def test_machine_without_compensations_has_no_compensation_failed_state() -> None:
+    """A saga without compensations cannot end compensation_failed: no such state."""
+
+    class Plain(Saga):
+        @step
+        def one(self, ctx): ...
+
+        @step
+        def two(self, ctx): ...
+
+    assert [s.name for s in Plain.machine.states] == ["one", "two", "completed", "failed"]
+
+
 def test_one_machine_per_definition() -> None:
     """The machine is built once, with the class, and shared by every saga."""
     assert OrderSaga.machine is OrderSaga.machine

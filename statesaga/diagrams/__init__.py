@@ -32,7 +32,8 @@ from statesaga.diagrams.model import (
 )
 from statesaga.diagrams.render import RenderError, render, render_dot, write
 from statesaga.diagrams.scripted import ScriptedFailure, scripted_run
-from statesaga.diagrams.sources import DefinitionNotFound, find_sagas, instance_model
+from statesaga.diagrams.sources import DefinitionNotFound, instance_model
+from statesaga.discovery import find_sagas
 
 __all__ = [
     "DefinitionNotFound",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,24 +14,17 @@ from statesaga.diagrams.dot import Direction
 from statesaga.diagrams.generate import generate
 from statesaga.diagrams.model import GraphModel, HistoryMismatch, model_of
 from statesaga.diagrams.render import FORMATS, Format, RenderError, format_for, render, write
-from statesaga.diagrams.sources import DefinitionNotFound, find_sagas, instance_model
+from statesaga.diagrams.sources import DefinitionNotFound, instance_model
+from statesaga.discovery import find_sagas, import_module
 from statesaga.engine import SagaEngine
 from statesaga.errors import SagaNotFound
 
 
 def _import(name: str) -> ModuleType:
-    # Look in the current directory first, as ``python -m`` does, so that
-    # ``definitions.order`` works from a checkout.
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
     try:
-        return importlib.import_module(name)
+        return import_module(name)
     except ImportError as exc:
-        raise click.ClickException(
-            f"cannot import {name!r}: {exc}. Run from the folder that contains it, "
-            "or put it on PYTHONPATH."
-        ) from exc
+        raise click.ClickException(str(exc)) from exc
 
 
 def _saga_class(target: str) -> type[Saga]:

@@ -112,7 +112,9 @@ def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Di
     g.node("completed", **_node_attrs(model.node("completed"), overlay))
     for n in model.compensations:
         g.node(n.id, **_node_attrs(n, overlay))
-    failure_terminals = [t for t in ("failed", "compensation_failed") if model.node(t).reachable]
+    failure_terminals = [
+        n.id for n in model.nodes if n.kind == "terminal" and n.id != "completed" and n.reachable
+    ]
     for t in failure_terminals:
         g.node(t, **_node_attrs(model.node(t), overlay))
 

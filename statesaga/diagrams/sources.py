@@ -3,14 +3,11 @@ from a store."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
 from collections.abc import Iterable
-from types import ModuleType
 
 from statesaga.definition import Saga
 from statesaga.diagrams.model import GraphModel, model_of
+from statesaga.discovery import qualname
 from statesaga.engine import SagaEngine
 from statesaga.errors import NotRegistered, SagaNotFound
 
@@ -34,49 +31,6 @@ class DefinitionNotFound(NotRegistered):
         self.name = name
         self.version = version
         self.fingerprint = fingerprint
-
-
-def find_sagas(package: str | ModuleType) -> list[type[Saga]]:
-    """Every saga class defined in a package and its submodules.
-
-    Args:
-        package: a package or module, or its dotted name (imported as is:
-            it must be importable from ``sys.path``).
-
-    Returns:
-        The concrete ``Saga`` subclasses defined there (not merely imported),
-        sorted by name and version.
-
-    Raises:
-        ImportError: the package or one of its modules cannot be imported.
-        ValueError: two classes share a name and version.
-    """
-    root = importlib.import_module(package) if isinstance(package, str) else package
-    modules = [root]
-    if hasattr(root, "__path__"):
-        for info in pkgutil.walk_packages(root.__path__, prefix=f"{root.__name__}."):
-            modules.append(importlib.import_module(info.name))
-    found: dict[tuple[str, int], type[Saga]] = {}
-    for module in modules:
-        for _, cls in inspect.getmembers(module, inspect.isclass):
-            if (
-                issubclass(cls, Saga)
-                and cls.__module__ == module.__name__
-                and "spec" in cls.__dict__
-            ):
-                key = (cls.spec.name, cls.spec.version)
-                other = found.get(key)
-                if other is not None and other is not cls:
-                    raise ValueError(
-                        f"{cls.spec.key} is defined twice: {_qualname(other)} and "
-                        f"{_qualname(cls)}; give one of them another name or version"
-                    )
-                found[key] = cls
-    return [found[k] for k in sorted(found)]
-
-
-def _qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def instance_model(engine: SagaEngine, saga_id: str, sagas: Iterable[type[Saga]]) -> GraphModel:
@@ -112,7 +66,7 @@ def instance_model(engine: SagaEngine, saga_id: str, sagas: Iterable[type[Saga]]
             row.name,
             row.version,
             row.fingerprint,
-            f"{_qualname(saga)} has fingerprint {saga.spec.fingerprint} (its steps changed "
+            f"{qualname(saga)} has fingerprint {saga.spec.fingerprint} (its steps changed "
             "without a version bump)",
         )
     run = engine.get(saga_id)
