@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 from definitions.services import FakeServices
 from definitions.transfer import TransferRequest, TransferSaga, balances, ledger, open_accounts
 from statesaga import SagaStatus
-from statesaga.testing import CRASH_POINTS, Crash, Fault, SagaHarness, check_saga
+from statesaga.testing import CRASH_POINTS, Crash, Fault, SagaHarness, Scenario, check_saga
+from statesaga.testing.strategies import scenarios
 
 STATES = [s.name for s in TransferSaga.machine.states if s.kind != "terminal"]
 
@@ -84,3 +86,26 @@ def test_money_is_conserved_and_moved_once(
         if e.status.value in ("completed", "compensated")
     }
     assert keys == done & {"debit_source", "credit_target", "refund_source", "reverse_credit"}
+
+
+@pytest.fixture
+def bank(db_url: str) -> Iterator[SagaHarness]:
+    """A harness whose effects are the bank's ledger lines, with a rich account."""
+    harness: SagaHarness
+
+    def ledger_kinds() -> Counter[str]:
+        with harness.engine.store.engine.connect() as conn:
+            rows = conn.execute(sa.select(ledger.c.account, ledger.c.amount)).all()
+        return Counter(f"{account} {'+' if amount > 0 else '-'}" for account, amount in rows)
+
+    with SagaHarness(TransferSaga(FakeServices()), db_url, ledger_kinds) as harness:
+        open_accounts(harness.engine.store.engine, {"alice": 10**9, "bob": 0})
+        yield harness
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=100)
+@given(scenario=scenarios(TransferSaga))
+def test_transfer_passes_every_scenario(bank: SagaHarness, scenario: Scenario) -> None:
+    """The toolkit's scenarios over the transfer saga: a crash anywhere and duplicate
+    starts leave the same outcome and the same ledger lines as the failures alone."""
+    bank.check_against_baseline(TransferRequest("alice", "bob", 10), scenario)
