@@ -1,0 +1,312 @@
+"""Where a happy order saga's time goes in statesaga, on SQLite (``synchronous=NORMAL``).
+
+What it measures
+----------------
+It runs N order sagas (as ``benchmarks/throughput.py`` does) with timers wrapped
+around the layers a saga passes through, and reports each layer's *own* time
+(its time minus that of the timed layers it calls) in microseconds per saga:
+
+- statesaga's engine (``run``/``_create``/``_drive``/``_persist``/``_snapshot``)
+  and store (``SqlStore``/``Transaction`` methods),
+- the ``transitions`` trigger (``SagaMachine.fire`` minus the persisting callback),
+- step handlers (``FakeServices.call``), ``StepContext`` construction,
+  ``codec.dumps`` (cattrs/json), ``uuid4``,
+- SQLAlchemy: ``engine.begin()`` entry (pool checkout, ``Connection.begin``, the
+  ``begin`` event) and exit (commit bookkeeping, pool return and reset), and
+  ``Connection.execute``/``exec_driver_sql`` overhead,
+- the sqlite3 C calls themselves: ``BEGIN IMMEDIATE``, the INSERT/UPDATE
+  statements, ``COMMIT``.
+
+The floor of ``throughput.py`` gets the same sqlite3 timers, so the two can be
+compared line by line. The timers cost ~0.3 us each; the uninstrumented time
+per saga is printed too. ``--cprofile`` adds a cProfile listing (slower, but by
+function). ``--experiment NAME`` profiles one of the variants of
+``benchmarks/experiments.py`` instead of the library as it is.
+
+How to run
+----------
+    python benchmarks/profile_throughput.py --n 3000
+    python benchmarks/profile_throughput.py --n 3000 --cprofile
+    python benchmarks/profile_throughput.py --n 3000 --experiment raw-dbapi-direct-fsm
+    python benchmarks/profile_throughput.py --n 500 --mode sqlite-full
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import functools
+import io
+import pstats
+import shutil
+import sqlite3
+import sqlite3.dbapi2
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import sqlalchemy.engine.base as sa_base  # noqa: E402
+import throughput  # noqa: E402
+
+from definitions.order import OrderRequest, OrderSaga  # noqa: E402
+from definitions.services import FakeServices  # noqa: E402
+from statesaga import codec  # noqa: E402
+from statesaga import engine as engine_mod  # noqa: E402
+from statesaga import machine as machine_mod  # noqa: E402
+from statesaga.store import sql as sql_mod  # noqa: E402
+
+
+class Tracer:
+    """Exclusive time per label: a timed call's time minus that of timed calls inside it."""
+
+    def __init__(self) -> None:
+        self.own: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._stack: list[float] = []
+        self.enabled = False
+
+    def reset(self) -> None:
+        self.own.clear()
+        self.calls.clear()
+
+    @contextlib.contextmanager
+    def span(self, label: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        stack = self._stack
+        stack.append(0.0)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            inner = stack.pop()
+            self.own[label] += dt - inner
+            self.calls[label] += 1
+            if stack:
+                stack[-1] += dt
+
+    def wrap(self, label: str | Callable[..., str], fn: Callable[..., Any]) -> Callable[..., Any]:
+        tracer = self
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not tracer.enabled:
+                return fn(*args, **kwargs)
+            name = label(*args) if callable(label) else label
+            stack = tracer._stack
+            stack.append(0.0)
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                dt = time.perf_counter() - t0
+                inner = stack.pop()
+                tracer.own[name] += dt - inner
+                tracer.calls[name] += 1
+                if stack:
+                    stack[-1] += dt
+
+        return timed
+
+
+TRACER = Tracer()
+
+ENGINE = "statesaga engine (run/_create/_drive/_persist/_snapshot)"
+STORE = "statesaga store (SqlStore/Transaction methods)"
+FSM = "transitions trigger (SagaMachine.fire, minus callback)"
+HANDLER = "step handlers (FakeServices.call)"
+CONTEXT = "StepContext construction (attrs)"
+CODEC = "codec.dumps (cattrs + json)"
+UUID = "uuid4"
+SA_ENTER = "SQLAlchemy engine.begin() enter: pool checkout, begin, event"
+SA_EXIT = "SQLAlchemy engine.begin() exit: commit bookkeeping, pool return/reset"
+SA_EXEC = "SQLAlchemy Connection.execute/exec_driver_sql overhead"
+DB_BEGIN = "sqlite3 BEGIN IMMEDIATE (C)"
+DB_EXEC = "sqlite3 INSERT/UPDATE execute(many) (C)"
+DB_COMMIT = "sqlite3 COMMIT (C)"
+FLOOR_PY = "floor Python code (uuid, json, tuples, loop)"
+ORDER = [
+    ENGINE,
+    STORE,
+    FSM,
+    HANDLER,
+    CONTEXT,
+    CODEC,
+    UUID,
+    SA_ENTER,
+    SA_EXIT,
+    SA_EXEC,
+    DB_BEGIN,
+    DB_EXEC,
+    DB_COMMIT,
+    FLOOR_PY,
+]
+
+
+def _statement_label(_self: Any, sql: str, *_args: Any) -> str:
+    return DB_BEGIN if sql.startswith("BEGIN") else DB_EXEC
+
+
+class TimedCursor(sqlite3.Cursor):
+    execute = TRACER.wrap(_statement_label, sqlite3.Cursor.execute)
+    executemany = TRACER.wrap(_statement_label, sqlite3.Cursor.executemany)
+
+
+class TimedConnection(sqlite3.Connection):
+    def cursor(self, factory: Any = TimedCursor) -> Any:  # type: ignore[override]
+        return super().cursor(factory)
+
+    execute = TRACER.wrap(_statement_label, sqlite3.Connection.execute)
+    commit = TRACER.wrap(DB_COMMIT, sqlite3.Connection.commit)
+
+
+class _TimedBegin:
+    def __init__(self, cm: Any) -> None:
+        self._cm = cm
+
+    def __enter__(self) -> Any:
+        with TRACER.span(SA_ENTER):
+            return self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        with TRACER.span(SA_EXIT):
+            return self._cm.__exit__(*exc)
+
+
+def install() -> None:
+    """Wrap the layers in timers (process-wide; for this script only)."""
+    connect = functools.partial(sqlite3.connect, factory=TimedConnection)
+    sqlite3.connect = connect  # the floor
+    sqlite3.dbapi2.connect = connect  # SQLAlchemy's pysqlite dialect
+
+    begin = sa_base.Engine.begin
+    sa_base.Engine.begin = lambda self: _TimedBegin(begin(self))  # type: ignore[method-assign]
+    for name in ("execute", "exec_driver_sql"):
+        setattr(sa_base.Connection, name, TRACER.wrap(SA_EXEC, getattr(sa_base.Connection, name)))
+
+    E = engine_mod.SagaEngine
+    for name in ("run", "_create", "_drive", "_persist", "_snapshot"):
+        setattr(E, name, TRACER.wrap(ENGINE, getattr(E, name)))
+    E._context = TRACER.wrap(CONTEXT, E._context)  # type: ignore[method-assign]
+    for cls, names in (
+        (sql_mod.SqlStore, ("create", "advance")),
+        (sql_mod.Transaction, ("advance",)),
+    ):
+        for name in names:
+            setattr(cls, name, TRACER.wrap(STORE, getattr(cls, name)))
+    machine_mod.SagaMachine.fire = TRACER.wrap(FSM, machine_mod.SagaMachine.fire)  # type: ignore[method-assign]
+    FakeServices.call = TRACER.wrap(HANDLER, FakeServices.call)  # type: ignore[method-assign]
+    codec.dumps = TRACER.wrap(CODEC, codec.dumps)
+    uuid.uuid4 = TRACER.wrap(UUID, uuid.uuid4)
+    if "experiments" in sys.modules:  # the variants' own store and machine classes
+        exp = sys.modules["experiments"]
+        for cls in (exp.HeldConnectionStore, exp.HeldDbapiStatementsStore, exp.RawDbapiStore):
+            for name in ("create", "advance"):
+                if name in cls.__dict__:
+                    setattr(cls, name, TRACER.wrap(STORE, cls.__dict__[name]))
+        exp.DirectMachine.fire = TRACER.wrap(FSM, exp.DirectMachine.fire)
+    throughput.floor_saga = TRACER.wrap(FLOOR_PY, throughput.floor_saga)
+
+
+def breakdown(mode: str, n: int, tmp: Path, patch: Any) -> tuple[dict[str, float], ...]:
+    """Instrumented own time per layer (us/saga) of statesaga and of the floor, and totals."""
+    out: dict[str, tuple[dict[str, float], float]] = {}
+    with throughput.open_sides(mode, tmp, "", patch) as sides:
+        for side in sides:
+            side.run(0, 50)
+            TRACER.reset()
+            TRACER.enabled = True
+            seconds = side.run(50, n)
+            TRACER.enabled = False
+            out[side.name] = ({k: v / n * 1e6 for k, v in TRACER.own.items()}, seconds / n * 1e6)
+    (saga, saga_total), (floor, floor_total) = out["statesaga"], out["floor"]
+    return saga, floor, {"statesaga": saga_total, "floor": floor_total}
+
+
+def plain_totals(mode: str, n: int, tmp: Path, patch: Any) -> tuple[float, float]:
+    """Uninstrumented us/saga of statesaga and of the floor (best of 3 rounds)."""
+    r = throughput.measure(mode, n, 3, tmp, "", patch, log=lambda _s: None)
+    return 1e6 / r["statesaga"], 1e6 / r["floor"]
+
+
+def cprofile_listing(mode: str, n: int, tmp: Path, patch: Any) -> str:
+    """cProfile of ``n`` statesaga sagas, top functions by own time."""
+    prof = cProfile.Profile()
+    with throughput.sqlite_file(tmp) as path:
+        sync = "NORMAL" if mode == "sqlite-normal" else "FULL"
+        eng = throughput.make_statesaga(f"sqlite:///{path}", sync)
+        if patch is not None:
+            patch(eng)
+        for i in range(50):
+            eng.run(OrderSaga, OrderRequest(f"w-{i}", 42.0))
+        prof.enable()
+        for i in range(n):
+            eng.run(OrderSaga, OrderRequest(f"c-{i}", 42.0))
+        prof.disable()
+        eng.store.engine.dispose()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(30)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=3000)
+    p.add_argument("--mode", choices=("sqlite-normal", "sqlite-full"), default="sqlite-normal")
+    p.add_argument("--cprofile", action="store_true", help="also print a cProfile listing")
+    p.add_argument("--experiment", default=None, help="a variant from benchmarks/experiments.py")
+    args = p.parse_args(argv)
+    patch = None
+    if args.experiment:
+        import experiments
+
+        patch = experiments.VARIANTS[args.experiment]
+    tmp = Path(tempfile.mkdtemp(prefix="statesaga-prof-"))
+    try:
+        plain_saga, plain_floor = plain_totals(args.mode, args.n, tmp, patch)
+        listing = cprofile_listing(args.mode, args.n, tmp, patch) if args.cprofile else ""
+        install()
+        saga, floor, totals = breakdown(args.mode, args.n, tmp, patch)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    saga_total, floor_total = totals["statesaga"], totals["floor"]
+    print(f"{args.mode}, {args.n} happy order sagas, variant: {args.experiment or 'library as is'}")
+    print(
+        f"uninstrumented (best of 3): statesaga {plain_saga:.0f} us/saga, "
+        f"floor {plain_floor:.0f} us/saga, ratio {plain_floor / plain_saga:.2f}"
+    )
+    print()
+    print("| layer (own time) | statesaga us/saga | % | floor us/saga |")
+    print("|---|---:|---:|---:|")
+    labels = [k for k in ORDER if k in saga or k in floor]
+    labels += sorted((set(saga) | set(floor)) - set(ORDER))
+    for k in labels:
+        s, f = saga.get(k, 0.0), floor.get(k, 0.0)
+        print(f"| {k} | {s:.1f} | {100 * s / saga_total:.0f}% | {f:.1f} |")
+    rest_s = saga_total - sum(saga.values())
+    rest_f = floor_total - sum(floor.values())
+    print(
+        f"| untimed (benchmark loop, OrderRequest) | {rest_s:.1f} "
+        f"| {100 * rest_s / saga_total:.0f}% | {rest_f:.1f} |"
+    )
+    print(f"| **total (instrumented)** | **{saga_total:.0f}** | 100% | **{floor_total:.0f}** |")
+    if listing:
+        print()
+        print(listing)
+
+
+if __name__ == "__main__":
+    main()
