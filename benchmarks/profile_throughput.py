@@ -20,14 +20,12 @@ around the layers a saga passes through, and reports each layer's *own* time
 The floor of ``throughput.py`` gets the same sqlite3 timers, so the two can be
 compared line by line. The timers cost ~0.3 us each; the uninstrumented time
 per saga is printed too. ``--cprofile`` adds a cProfile listing (slower, but by
-function). ``--experiment NAME`` profiles one of the variants of
-``benchmarks/experiments.py`` instead of the library as it is.
+function).
 
 How to run
 ----------
     python benchmarks/profile_throughput.py --n 3000
     python benchmarks/profile_throughput.py --n 3000 --cprofile
-    python benchmarks/profile_throughput.py --n 3000 --experiment raw-dbapi-direct-fsm
     python benchmarks/profile_throughput.py --n 500 --mode sqlite-full
 """
 
@@ -211,20 +209,13 @@ def install() -> None:
     FakeServices.call = TRACER.wrap(HANDLER, FakeServices.call)  # type: ignore[method-assign]
     codec.dumps = TRACER.wrap(CODEC, codec.dumps)
     uuid.uuid4 = TRACER.wrap(UUID, uuid.uuid4)
-    if "experiments" in sys.modules:  # the variants' own store and machine classes
-        exp = sys.modules["experiments"]
-        for cls in (exp.HeldConnectionStore, exp.HeldDbapiStatementsStore, exp.RawDbapiStore):
-            for name in ("create", "advance"):
-                if name in cls.__dict__:
-                    setattr(cls, name, TRACER.wrap(STORE, cls.__dict__[name]))
-        exp.DirectMachine.fire = TRACER.wrap(FSM, exp.DirectMachine.fire)
     throughput.floor_saga = TRACER.wrap(FLOOR_PY, throughput.floor_saga)
 
 
-def breakdown(mode: str, n: int, tmp: Path, patch: Any) -> tuple[dict[str, float], ...]:
+def breakdown(mode: str, n: int, tmp: Path) -> tuple[dict[str, float], ...]:
     """Instrumented own time per layer (us/saga) of statesaga and of the floor, and totals."""
     out: dict[str, tuple[dict[str, float], float]] = {}
-    with throughput.open_sides(mode, tmp, "", patch) as sides:
+    with throughput.open_sides(mode, tmp, "") as sides:
         for side in sides:
             side.run(0, 50)
             TRACER.reset()
@@ -236,20 +227,18 @@ def breakdown(mode: str, n: int, tmp: Path, patch: Any) -> tuple[dict[str, float
     return saga, floor, {"statesaga": saga_total, "floor": floor_total}
 
 
-def plain_totals(mode: str, n: int, tmp: Path, patch: Any) -> tuple[float, float]:
+def plain_totals(mode: str, n: int, tmp: Path) -> tuple[float, float]:
     """Uninstrumented us/saga of statesaga and of the floor (best of 3 rounds)."""
-    r = throughput.measure(mode, n, 3, tmp, "", patch, log=lambda _s: None)
+    r = throughput.measure(mode, n, 3, tmp, "", log=lambda _s: None)
     return 1e6 / r["statesaga"], 1e6 / r["floor"]
 
 
-def cprofile_listing(mode: str, n: int, tmp: Path, patch: Any) -> str:
+def cprofile_listing(mode: str, n: int, tmp: Path) -> str:
     """cProfile of ``n`` statesaga sagas, top functions by own time."""
     prof = cProfile.Profile()
     with throughput.sqlite_file(tmp) as path:
         sync = "NORMAL" if mode == "sqlite-normal" else "FULL"
         eng = throughput.make_statesaga(f"sqlite:///{path}", sync)
-        if patch is not None:
-            patch(eng)
         for i in range(50):
             eng.run(OrderSaga, OrderRequest(f"w-{i}", 42.0))
         prof.enable()
@@ -267,23 +256,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=3000)
     p.add_argument("--mode", choices=("sqlite-normal", "sqlite-full"), default="sqlite-normal")
     p.add_argument("--cprofile", action="store_true", help="also print a cProfile listing")
-    p.add_argument("--experiment", default=None, help="a variant from benchmarks/experiments.py")
     args = p.parse_args(argv)
-    patch = None
-    if args.experiment:
-        import experiments
-
-        patch = experiments.VARIANTS[args.experiment]
     tmp = Path(tempfile.mkdtemp(prefix="statesaga-prof-"))
     try:
-        plain_saga, plain_floor = plain_totals(args.mode, args.n, tmp, patch)
-        listing = cprofile_listing(args.mode, args.n, tmp, patch) if args.cprofile else ""
+        plain_saga, plain_floor = plain_totals(args.mode, args.n, tmp)
+        listing = cprofile_listing(args.mode, args.n, tmp) if args.cprofile else ""
         install()
-        saga, floor, totals = breakdown(args.mode, args.n, tmp, patch)
+        saga, floor, totals = breakdown(args.mode, args.n, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     saga_total, floor_total = totals["statesaga"], totals["floor"]
-    print(f"{args.mode}, {args.n} happy order sagas, variant: {args.experiment or 'library as is'}")
+    print(f"{args.mode}, {args.n} happy order sagas, statesaga as it is")
     print(
         f"uninstrumented (best of 3): statesaga {plain_saga:.0f} us/saga, "
         f"floor {plain_floor:.0f} us/saga, ratio {plain_floor / plain_saga:.2f}"

@@ -6,16 +6,7 @@ crashed process resumes where it stopped.
 """
 
 from statesaga.definition import Retry, Saga, SagaSpec, StepSpec, step
-from statesaga.engine import (
-    EntryStatus,
-    Hooks,
-    LogEntry,
-    RecoveryReport,
-    SagaEngine,
-    SagaRun,
-    SagaStatus,
-    StepContext,
-)
+from statesaga.engine import Hooks, LogEntry, RecoveryReport, SagaEngine, SagaRun, StepContext
 from statesaga.errors import (
     ConcurrentUpdate,
     DeadlineExceeded,
@@ -30,6 +21,7 @@ from statesaga.errors import (
     StepTimeout,
 )
 from statesaga.machine import SagaMachine
+from statesaga.status import EntryStatus, SagaStatus
 
 __all__ = [
     "ConcurrentUpdate",

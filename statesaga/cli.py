@@ -12,8 +12,9 @@ from rich.table import Table
 
 from statesaga.diagrams.cli import diagram, diagrams
 from statesaga.discovery import find_sagas, import_module
-from statesaga.engine import LogEntry, SagaEngine, SagaRun, SagaStatus
+from statesaga.engine import LogEntry, SagaEngine, SagaRun
 from statesaga.errors import SagaNotFound
+from statesaga.status import SagaStatus
 
 console = Console(highlight=False)
 

@@ -103,6 +103,7 @@ class CompensationSpec:
     handler: Handler
     retry: Retry
     transactional: bool = False
+    is_async: bool = False
 
 
 @attrs.frozen
@@ -118,6 +119,7 @@ class StepSpec:
         timeout: seconds one attempt may take, or ``None``.
         result_type: the handler's return annotation, used to rebuild stored results.
         compensation: its compensation, or ``None``.
+        is_async: whether the handler is ``async def``.
     """
 
     name: str
@@ -128,6 +130,7 @@ class StepSpec:
     timeout: float | None
     result_type: Any
     compensation: CompensationSpec | None
+    is_async: bool = False
 
 
 @attrs.frozen
@@ -457,7 +460,14 @@ def compile_spec(cls: type) -> SagaSpec:
             cname = c.fn.__name__
             undo = overrides.get(cname, c.fn)
             _check_signature(label, f"compensation {cname!r}", undo, ("self", "ctx", "result"))
-            comp = CompensationSpec(cname, attr, undo, c.retry or NO_RETRY, c.transactional)
+            comp = CompensationSpec(
+                cname,
+                attr,
+                undo,
+                c.retry or NO_RETRY,
+                c.transactional,
+                inspect.iscoroutinefunction(undo),
+            )
         steps.append(
             StepSpec(
                 name=attr,
@@ -468,6 +478,7 @@ def compile_spec(cls: type) -> SagaSpec:
                 timeout=d.timeout,
                 result_type=_return_type(handler),
                 compensation=comp,
+                is_async=inspect.iscoroutinefunction(handler),
             )
         )
     fingerprint = _fingerprint(name, version, steps)

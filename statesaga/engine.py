@@ -12,8 +12,6 @@ about to run: after a crash the engine resumes exactly there.
 from __future__ import annotations
 
 import asyncio
-import enum
-import inspect
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -36,33 +34,8 @@ from statesaga.errors import (
     StepTimeout,
 )
 from statesaga.machine import SagaMachine
+from statesaga.status import EntryStatus, SagaStatus
 from statesaga.store import LogRow, SagaRow, SqlStore, Transaction, make_engine
-
-
-class SagaStatus(enum.StrEnum):
-    """A saga's status, as stored and reported."""
-
-    STARTED = "started"
-    COMPENSATING = "compensating"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    COMPENSATION_FAILED = "compensation_failed"
-
-    @property
-    def is_terminal(self) -> bool:
-        """Whether the saga is done (completed, failed or compensation_failed)."""
-        return self not in (SagaStatus.STARTED, SagaStatus.COMPENSATING)
-
-
-class EntryStatus(enum.StrEnum):
-    """The status of one saga log entry (the seed's ``SagaLogEntry.Status``)."""
-
-    EXECUTING = "executing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    COMPENSATING = "compensating"
-    COMPENSATED = "compensated"
-    COMPENSATION_FAILED = "compensation_failed"
 
 
 @attrs.frozen
@@ -183,6 +156,9 @@ class _Definition:
     saga: Saga
 
 
+#: Log entry statuses whose ``outcome`` text is an error, not a result.
+_FAILURES = (EntryStatus.FAILED.value, EntryStatus.COMPENSATION_FAILED.value)
+
 #: Errors no retry policy retries: retrying cannot help.
 _FINAL = (SerializationError, DeadlineExceeded)
 
@@ -250,11 +226,11 @@ class _Run:
 
     # Callbacks the machine resolves by name on the model.
 
-    def compensation_had_failed(self, _event: Any) -> bool:
+    def compensation_had_failed(self) -> bool:
         return self.comp_failed
 
-    def on_transition(self, event: Any) -> None:
-        self.engine._persist(self, event.event.name, event.transition.source, event.transition.dest)
+    def on_transition(self, trigger: str, source: str, dest: str) -> None:
+        self.engine._persist(self, trigger, source, dest)
 
 
 class SagaEngine:
@@ -290,7 +266,7 @@ class SagaEngine:
 
     def close(self) -> None:
         """Close the engine's database connections."""
-        self.store.engine.dispose()
+        self.store.close()
 
     def __enter__(self) -> SagaEngine:
         return self
@@ -658,7 +634,7 @@ class SagaEngine:
         def invoke(connection: Connection | None) -> Callable[[], None]:
             ctx = self._context(run, step.name, comp.name, connection)
             args = (run.defn.saga, ctx, run.results.get(step.name))
-            self._call(run, comp.handler, args, None, comp.name)
+            self._call(run, comp.handler, args, None, comp.name, comp.is_async)
             return lambda: self._compensated(run)
 
         self._attempt(run, comp.transactional, comp.retry, invoke, compensation=True)
@@ -704,7 +680,8 @@ class SagaEngine:
         if run.deadline_at is not None and self._clock() >= run.deadline_at:
             raise DeadlineExceeded(run.saga_id, step.name, run.defn.spec.deadline or 0.0)
         ctx = self._context(run, step.name, step.name, connection)
-        result = self._call(run, step.handler, (run.defn.saga, ctx), step.timeout, step.name)
+        args = (run.defn.saga, ctx)
+        result = self._call(run, step.handler, args, step.timeout, step.name, step.is_async)
         return result, self._encode_result(run, step, result)
 
     def _call(
@@ -714,6 +691,7 @@ class SagaEngine:
         args: tuple[Any, ...],
         timeout: float | None,
         what: str,
+        is_async: bool,
     ) -> Any:
         """Call a handler, sync or async, within its timeout.
 
@@ -722,7 +700,7 @@ class SagaEngine:
         timeout its result is discarded and the attempt counts as failed.
         """
         hooks = self.hooks
-        if inspect.iscoroutinefunction(fn):
+        if is_async:
             coro = (
                 fn(*args)
                 if hooks is None
@@ -789,50 +767,42 @@ class SagaEngine:
 
     def _persist(self, run: _Run, trigger: str, source: str, dest: str) -> None:
         """Record the transition ``source --trigger--> dest`` in one transaction."""
-        machine = run.defn.machine
-        src = machine.state(source)
-        dst = machine.state(dest)
+        plan = run.defn.machine.record(trigger, source, dest)
         now = self._clock()
-        seq = run.seq
-        entries = []
-        step_name = src.step
-        assert step_name is not None
-        outcome: tuple[EntryStatus, str | None, str | None]
-        if src.kind == "step":
-            if trigger == "succeed":
-                outcome = (EntryStatus.COMPLETED, run.outcome, None)
-            else:
-                outcome = (EntryStatus.FAILED, None, run.outcome)
-        elif trigger == "succeed":
-            outcome = (EntryStatus.COMPENSATED, None, None)
-        else:
-            outcome = (EntryStatus.COMPENSATION_FAILED, None, run.outcome)
-        seq += 1
-        entries.append(
-            self._entry(
-                run.saga_id, seq, step_name, outcome[0], run.attempt, outcome[1], outcome[2], now
-            )
-        )
+        seq = run.seq + 1
+        saga_id = run.saga_id
+        failed = plan.outcome in _FAILURES
+        entries = [
+            {
+                "saga_id": saga_id,
+                "seq": seq,
+                "step": plan.step,
+                "status": plan.outcome,
+                "attempt": run.attempt,
+                "result": None if failed else run.outcome,
+                "error": run.outcome if failed else None,
+                "at": now,
+            }
+        ]
         attempt = run.attempt + 1 if trigger == "retry" else 1
-        if dst.kind == "step":
-            status = SagaStatus.STARTED
-            seq += 1
-            entries.append(
-                self._entry(run.saga_id, seq, dest, EntryStatus.EXECUTING, attempt, None, None, now)
-            )
-        elif dst.kind == "compensation":
-            status = SagaStatus.COMPENSATING
-            seq += 1
-            entries.append(
-                self._entry(
-                    run.saga_id, seq, dst.step, EntryStatus.COMPENSATING, attempt, None, None, now
-                )
-            )
-        else:
-            status = SagaStatus(dest)
+        if plan.entered is None:
             attempt = 0
+        else:
+            seq += 1
+            entries.append(
+                {
+                    "saga_id": saga_id,
+                    "seq": seq,
+                    "step": plan.entered_step,
+                    "status": plan.entered,
+                    "attempt": attempt,
+                    "result": None,
+                    "error": None,
+                    "at": now,
+                }
+            )
         changes = {
-            "status": status.value,
+            "status": plan.status,
             "state": dest,
             "attempt": attempt,
             "seq": seq,
@@ -842,9 +812,9 @@ class SagaEngine:
         }
         self._probe("before_commit", run)
         if run.tx is not None:
-            run.tx.advance(run.saga_id, run.seq, changes, entries)
+            run.tx.advance(saga_id, run.seq, changes, entries)
         else:
-            self.store.advance(run.saga_id, run.seq, changes, entries)
+            self.store.advance(saga_id, run.seq, changes, entries)
         run.seq = seq
         run.attempt = attempt
         if trigger != "retry":

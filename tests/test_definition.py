@@ -307,3 +307,45 @@ def test_retry_policy_validation_and_delays() -> None:
     assert [r.delay(n) for n in (1, 2, 3)] == [1.0, 3.0, 5.0]
     assert r.should_retry(KeyError("x"), 1) and not r.should_retry(ValueError(), 1)
     assert not r.should_retry(KeyError("x"), 5)
+
+
+def test_dispatch_agrees_with_transitions_event_trigger() -> None:
+    """SagaMachine.fire takes, for every state, trigger and condition value, the same
+    transition as transitions' own Event.trigger on the same machine."""
+    import transitions
+
+    from definitions.transfer import TransferSaga
+    from definitions.trip import TripSaga
+
+    class Model:
+        def __init__(self, state: str, comp_failed: bool) -> None:
+            self.state = state
+            self.comp_failed = comp_failed
+            self.seen: list[tuple[str, str]] = []
+
+        def compensation_had_failed(self) -> bool:
+            return self.comp_failed
+
+        def on_transition(self, trigger: str, source: str, dest: str) -> None:
+            self.seen.append((source, dest))
+
+    checked = 0
+    for saga in (OrderSaga, TripSaga, TransferSaga):
+        machine = saga.machine
+        for state in machine.states:
+            for trigger in ("succeed", "retry", "fail"):
+                for comp_failed in (False, True):
+                    ours = Model(state.name, comp_failed)
+                    theirs = Model(state.name, comp_failed)
+                    try:
+                        machine.fire(ours, trigger)
+                    except Exception:
+                        ours.state = "<none>"
+                    try:
+                        if not machine.fsm.events[trigger].trigger(theirs):
+                            theirs.state = "<none>"
+                    except transitions.MachineError:
+                        theirs.state = "<none>"
+                    assert ours.state == theirs.state, (saga.name, state.name, trigger, comp_failed)
+                    checked += 1
+    assert checked == 6 * sum(len(s.machine.states) for s in (OrderSaga, TripSaga, TransferSaga))

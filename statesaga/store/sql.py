@@ -4,11 +4,21 @@ Each saga transition is one transaction that appends log entries and updates
 the saga row, fenced on the row's ``seq`` so a runner that lost the race
 writes nothing. SQLite is opened in WAL mode with ``BEGIN IMMEDIATE`` writers
 and a busy timeout; PostgreSQL is used as it is.
+
+The hot path (``create`` and ``advance``: every transition of a saga without
+transactional steps) skips SQLAlchemy's per-statement machinery, which costs
+several times the commit itself on SQLite: each thread keeps one pooled DBAPI
+connection and runs the statements, compiled once from the same Core
+constructs, on its cursor. Driver errors are re-raised wrapped as SQLAlchemy
+would wrap them. Everything else (transactional steps, reads, DDL) uses
+SQLAlchemy connections as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -22,6 +32,9 @@ from statesaga.errors import ConcurrentUpdate
 from statesaga.store.schema import INCOMPLETE, SCHEMA_VERSION, log, metadata, sagas, schema_version
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+#: Execution option marking a connection that only reads (SQLite: plain BEGIN).
+READ_ONLY = "statesaga_read_only"
 
 
 @attrs.frozen
@@ -89,7 +102,9 @@ def make_engine(
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front; readers must not queue behind them.
+            read = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -153,6 +168,93 @@ class SqlStore:
         )
         self._insert_log = log.insert()
         self._insert_saga = sagas.insert()
+        # The hot path: DBAPI SQL with named parameters (the engine's dicts as they are),
+        # or None for drivers with positional parameter styles (they use SQLAlchemy).
+        dialect: Any = engine.dialect
+        if dialect.name == "sqlite":
+            from sqlalchemy.dialects import sqlite
+
+            dialect = sqlite.dialect(paramstyle="named")
+        self._sql: dict[str, str] | None = None
+        if dialect.paramstyle in ("named", "pyformat"):
+            self._sql = {
+                "update": str(self._update.compile(dialect=dialect)),
+                "insert_log": str(self._insert_log.compile(dialect=dialect)),
+                "insert_saga": str(self._insert_saga.compile(dialect=dialect)),
+            }
+        self._begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else None
+        self._dbapi_error = engine.dialect.loaded_dbapi.Error
+        self._local = threading.local()
+        self._held: list[Any] = []  # every thread's held pooled connection, for close()
+        self._held_lock = threading.Lock()
+        self._pid = os.getpid()
+        #: Transactions committed by ``create`` and ``advance``; they bypass
+        #: SQLAlchemy's ``commit`` event (benchmarks/throughput.py counts them here).
+        self.commits = 0
+
+        # Whoever disposes of the engine (``close()``, or the application itself)
+        # also closes the connections the threads hold.
+        event.listen(engine, "engine_disposed", self._release_held)
+
+    def close(self) -> None:
+        """Close the store's connections: the held ones and the pool's."""
+        self.engine.dispose()
+
+    def _release_held(self, _engine: Engine) -> None:
+        with self._held_lock:
+            held, self._held = self._held, []
+        self._local = threading.local()
+        for fairy in held:
+            with contextlib.suppress(Exception):
+                fairy.invalidate()  # closes the DBAPI connection (its pool is gone)
+
+    # -- the hot path ---------------------------------------------------------
+
+    def _cursor(self) -> Any:
+        """The cursor of this thread's held DBAPI connection (checked out on first use)."""
+        if self._pid != os.getpid():
+            # A forked child: the held connections are the parent's; leave them alone.
+            with self._held_lock:
+                self._held = []
+            self._local = threading.local()
+            self._pid = os.getpid()
+        local = self._local
+        cur = getattr(local, "cursor", None)
+        if cur is None:
+            fairy = self.engine.raw_connection()
+            with self._held_lock:
+                self._held.append(fairy)
+            local.fairy = fairy
+            local.dbapi = fairy.driver_connection
+            cur = local.cursor = local.dbapi.cursor()
+        return cur
+
+    def _abandon(self) -> None:
+        """Roll back after an error; forget the connection if even that fails."""
+        local = self._local
+        try:
+            local.dbapi.rollback()
+        except Exception:
+            fairy = local.fairy
+            local.cursor = local.fairy = local.dbapi = None
+            with self._held_lock:
+                if fairy in self._held:
+                    self._held.remove(fairy)
+            with contextlib.suppress(Exception):
+                fairy.invalidate()
+
+    def _wrap(self, exc: Exception, statement: str) -> Exception:
+        """A driver error as SQLAlchemy would raise it (``sa.exc.IntegrityError``, ...)."""
+        return sa.exc.DBAPIError.instance(
+            statement, None, exc, self._dbapi_error, dialect=self.engine.dialect
+        )
+
+    def _insert_entries(self, cur: Any, entries: Sequence[Mapping[str, Any]]) -> None:
+        assert self._sql is not None
+        if len(entries) == 1:
+            cur.execute(self._sql["insert_log"], entries[0])
+        elif entries:
+            cur.executemany(self._sql["insert_log"], entries)
 
     # -- schema -----------------------------------------------------------
 
@@ -176,7 +278,7 @@ class SqlStore:
 
     def schema_version(self) -> int | None:
         """The schema version recorded in the database."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
 
     # -- writes -----------------------------------------------------------
@@ -195,8 +297,29 @@ class SqlStore:
         entries: Sequence[Mapping[str, Any]],
     ) -> None:
         """``Transaction.advance`` in a transaction of its own."""
-        with self.engine.begin() as conn:
-            Transaction(self, conn).advance(saga_id, expected_seq, changes, entries)
+        sql = self._sql
+        if sql is None:
+            with self.engine.begin() as conn:
+                Transaction(self, conn).advance(saga_id, expected_seq, changes, entries)
+            return
+        params = dict(changes)
+        params["b_id"] = saga_id
+        params["b_seq"] = expected_seq
+        cur = self._cursor()
+        try:
+            if self._begin is not None:
+                cur.execute(self._begin)
+            cur.execute(sql["update"], params)
+            if cur.rowcount != 1:
+                raise ConcurrentUpdate(saga_id)
+            self._insert_entries(cur, entries)
+            self._local.dbapi.commit()
+        except BaseException as exc:
+            self._abandon()
+            if isinstance(exc, self._dbapi_error):
+                raise self._wrap(exc, sql["update"]) from exc
+            raise
+        self.commits += 1
 
     def create(
         self, row: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]
@@ -208,10 +331,7 @@ class SqlStore:
             with that id already exists (nothing is written then).
         """
         try:
-            with self.engine.begin() as conn:
-                conn.execute(self._insert_saga, dict(row))
-                if entries:
-                    conn.execute(self._insert_log, list(entries))
+            self._create(row, entries)
         except sa.exc.IntegrityError:
             existing = self.get(row["saga_id"])
             if existing is None:  # pragma: no cover - a concurrent delete
@@ -219,29 +339,64 @@ class SqlStore:
             return existing
         return None
 
+    def _create(self, row: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> None:
+        sql = self._sql
+        if sql is None:
+            with self.engine.begin() as conn:
+                conn.execute(self._insert_saga, dict(row))
+                if entries:
+                    conn.execute(self._insert_log, list(entries))
+            return
+        cur = self._cursor()
+        try:
+            if self._begin is not None:
+                cur.execute(self._begin)
+            cur.execute(sql["insert_saga"], row)
+            self._insert_entries(cur, entries)
+            self._local.dbapi.commit()
+        except BaseException as exc:
+            self._abandon()
+            if isinstance(exc, self._dbapi_error):
+                raise self._wrap(exc, sql["insert_saga"]) from exc
+            raise
+        self.commits += 1
+
     # -- reads ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn.execution_options(**{READ_ONLY: True})
 
     def get(self, saga_id: str) -> SagaRow | None:
         """The saga row, or ``None``."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             r = conn.execute(sa.select(sagas).where(sagas.c.saga_id == saga_id)).first()
-        return None if r is None else SagaRow(**r._mapping)
+        return None if r is None else SagaRow(*r)
 
     def log(self, saga_id: str) -> list[LogRow]:
         """The saga's log, oldest first."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 sa.select(log).where(log.c.saga_id == saga_id).order_by(log.c.seq)
             ).all()
-        return [LogRow(**r._mapping) for r in rows]
+        return [LogRow(*r) for r in rows]
 
     def incomplete(self, limit: int | None = None) -> list[SagaRow]:
-        """Sagas still ``started`` or ``compensating``, found through the partial index."""
-        q = sa.select(sagas).where(sagas.c.status.in_(INCOMPLETE)).order_by(sagas.c.created_at)
+        """Sagas still ``started`` or ``compensating``, found through the partial index.
+
+        The statuses are rendered as SQL literals: with bound parameters SQLite
+        (and a generic PostgreSQL plan) cannot tell that the query matches the
+        index's ``WHERE status IN ('started', 'compensating')`` and scans the table.
+        """
+        statuses: Any = sa.bindparam(
+            "statuses", list(INCOMPLETE), expanding=True, literal_execute=True
+        )
+        q = sa.select(sagas).where(sagas.c.status.in_(statuses)).order_by(sagas.c.created_at)
         if limit is not None:
             q = q.limit(limit)
-        with self.engine.connect() as conn:
-            return [SagaRow(**r._mapping) for r in conn.execute(q)]
+        with self._reading() as conn:
+            return [SagaRow(*r) for r in conn.execute(q)]
 
     def list(
         self, *, status: str | None = None, name: str | None = None, limit: int = 100
@@ -252,5 +407,5 @@ class SqlStore:
             q = q.where(sagas.c.status == status)
         if name is not None:
             q = q.where(sagas.c.name == name)
-        with self.engine.connect() as conn:
-            return [SagaRow(**r._mapping) for r in conn.execute(q)]
+        with self._reading() as conn:
+            return [SagaRow(*r) for r in conn.execute(q)]

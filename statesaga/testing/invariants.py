@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from statesaga.definition import SagaSpec
-from statesaga.engine import EntryStatus, LogEntry, SagaStatus
+from statesaga.engine import LogEntry
+from statesaga.status import EntryStatus, SagaStatus
 
 _STEP_STATUSES = (EntryStatus.EXECUTING, EntryStatus.COMPLETED, EntryStatus.FAILED)
 

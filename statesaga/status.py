@@ -1,0 +1,31 @@
+"""The statuses of a saga and of its log entries."""
+
+from __future__ import annotations
+
+import enum
+
+
+class SagaStatus(enum.StrEnum):
+    """A saga's status, as stored and reported."""
+
+    STARTED = "started"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    COMPENSATION_FAILED = "compensation_failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the saga is done (completed, failed or compensation_failed)."""
+        return self not in (SagaStatus.STARTED, SagaStatus.COMPENSATING)
+
+
+class EntryStatus(enum.StrEnum):
+    """The status of one saga log entry (the seed's ``SagaLogEntry.Status``)."""
+
+    EXECUTING = "executing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
