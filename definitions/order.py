@@ -23,6 +23,18 @@ class OrderRequest:
     quantity: int = 1
 
 
+#: The service operation each handler calls (tests plan failures with it).
+OPERATIONS = {
+    "create_order": "orders.create",
+    "charge_payment": "payments.charge",
+    "reserve_inventory": "inventory.reserve",
+    "confirm_order": "orders.confirm",
+    "cancel_order": "orders.cancel",
+    "refund_payment": "payments.refund",
+    "release_reservation": "inventory.release",
+}
+
+
 class OrderSaga(Saga):
     """Order placement across the order, payment and inventory services."""
 

@@ -32,6 +32,21 @@ class Booking:
     price: float
 
 
+#: The service operation each handler calls (tests plan failures with it).
+OPERATIONS = {
+    "book_flight": "flights.book",
+    "book_hotel": "hotels.book",
+    "rent_car": "cars.rent",
+    "charge_card": "payments.charge",
+    "issue_tickets": "tickets.issue",
+    "send_itinerary": "mail.send",
+    "cancel_flight": "flights.cancel",
+    "cancel_hotel": "hotels.cancel",
+    "return_car": "cars.return",
+    "refund_card": "payments.refund",
+}
+
+
 class TripSaga(Saga):
     """Book a whole trip, or none of it."""
 

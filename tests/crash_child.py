@@ -46,20 +46,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from definitions.order import OrderRequest, OrderSaga
+from definitions.order import OPERATIONS, OrderRequest, OrderSaga
 from definitions.services import FakeServices, ServiceError
 from statesaga import EntryStatus, Hooks, SagaEngine, SagaSpec, SagaStatus, StepContext
-
-#: The service operation each handler of the order saga calls.
-OPERATIONS: Mapping[str, str] = {
-    "create_order": "orders.create",
-    "charge_payment": "payments.charge",
-    "reserve_inventory": "inventory.reserve",
-    "confirm_order": "orders.confirm",
-    "cancel_order": "orders.cancel",
-    "refund_payment": "payments.refund",
-    "release_reservation": "inventory.release",
-}
 
 #: Failure plans, cycled by saga index: handler -> how many of its first calls
 #: fail (``None``: all of them). Missing handlers never fail.

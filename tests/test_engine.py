@@ -9,11 +9,13 @@ import attrs
 import pytest
 import sqlalchemy as sa
 
-from definitions.order import OrderRequest, OrderSaga
+from definitions.order import OPERATIONS, OrderRequest, OrderSaga
 from definitions.services import FakeServices
 from definitions.trip import Booking, TripRequest, TripSaga
 from statesaga import (
+    ConcurrentUpdate,
     EntryStatus,
+    Hooks,
     InvalidInput,
     SagaEngine,
     SagaIdConflict,
@@ -116,12 +118,7 @@ FAILURE_CASES = {
         ("create_order", "compensated"),
     ],
 }
-OPERATION = {
-    "create_order": "orders.create",
-    "charge_payment": "payments.charge",
-    "reserve_inventory": "inventory.reserve",
-    "confirm_order": "orders.confirm",
-}
+OPERATION = OPERATIONS
 
 
 @pytest.mark.parametrize("failing", ORDER_STEPS)
@@ -416,3 +413,40 @@ def test_schema_version_is_recorded(engine: SagaEngine, order: OrderSaga) -> Non
     """The store records its schema version on first use."""
     engine.run(OrderSaga, OrderRequest("c-1", 1.0))
     assert engine.store.schema_version() == 1
+
+
+def test_a_second_runner_is_fenced_off(
+    new_engine: Callable[..., SagaEngine], services: FakeServices
+) -> None:
+    """Two runners of one saga: while A runs a step, B resumes the saga and finishes
+    it; A's next write is refused (ConcurrentUpdate) and the log stays consistent."""
+    saga = OrderSaga(services)
+    a, b = new_engine(), new_engine()
+    a.register(saga)
+    b.register(saga)
+    a.start(OrderSaga, OrderRequest("c-1", 1.0), saga_id="raced")
+
+    class FinishElsewhere(Hooks):
+        def call(self, saga_id, state, attempt, fn, args):  # type: ignore[no-untyped-def]
+            if state == "charge_payment" and a.hooks is not None:
+                a.hooks = None
+                assert b.resume(saga_id).status is SagaStatus.COMPLETED
+            return fn(*args)
+
+    a.hooks = FinishElsewhere()
+    with pytest.raises(ConcurrentUpdate, match="'raced' was changed by another runner"):
+        a.resume("raced")
+    assert b.get("raced").status is SagaStatus.COMPLETED
+    check_saga(OrderSaga.spec, SagaStatus.COMPLETED, b.history("raced"))
+
+
+def test_sqlalchemy_write_path(engine: SagaEngine, order: OrderSaga) -> None:
+    """Drivers without named parameters write through SQLAlchemy connections: the
+    same sagas, the same commits, the same idempotent start."""
+    engine.store.ensure_schema()
+    engine.store._sql = None  # what a positional-parameter driver gets
+    commits = count_commits(engine)
+    run = engine.run(OrderSaga, OrderRequest("c-1", 42.0), saga_id="via-sa")
+    assert run.status is SagaStatus.COMPLETED and commits() == 5
+    assert not engine.run(OrderSaga, OrderRequest("c-1", 42.0), saga_id="via-sa").created
+    check_saga(OrderSaga.spec, run.status, engine.history("via-sa"))

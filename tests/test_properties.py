@@ -7,35 +7,16 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from definitions import order, trip
 from definitions.order import OrderRequest, OrderSaga
 from definitions.services import FakeServices
 from definitions.trip import TripRequest, TripSaga
 from statesaga import EntryStatus, SagaEngine, SagaSpec, SagaStatus
 from statesaga.testing import check_saga, outcomes
 
-ORDER_OPS = {
-    "create_order": "orders.create",
-    "charge_payment": "payments.charge",
-    "reserve_inventory": "inventory.reserve",
-    "confirm_order": "orders.confirm",
-    "cancel_order": "orders.cancel",
-    "refund_payment": "payments.refund",
-    "release_reservation": "inventory.release",
-}
-TRIP_OPS = {
-    "book_flight": "flights.book",
-    "book_hotel": "hotels.book",
-    "rent_car": "cars.rent",
-    "charge_card": "payments.charge",
-    "issue_tickets": "tickets.issue",
-    "send_itinerary": "mail.send",
-    "cancel_flight": "flights.cancel",
-    "cancel_hotel": "hotels.cancel",
-    "return_car": "cars.return",
-    "refund_card": "payments.refund",
-}
+ORDER_OPS = order.OPERATIONS
+TRIP_OPS = trip.OPERATIONS
 
-#: For each handler: how many times it fails before succeeding (None = always).
 #: Each example runs a fresh saga id on the shared engine, so the fixture may be shared.
 shared_engine = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 

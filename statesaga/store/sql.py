@@ -249,6 +249,24 @@ class SqlStore:
             statement, None, exc, self._dbapi_error, dialect=self.engine.dialect
         )
 
+    @contextlib.contextmanager
+    def _direct(self, statement: str) -> Iterator[Any]:
+        """A transaction on this thread's held connection: yields its cursor, commits
+        when the block ends; on error rolls back and re-raises driver errors wrapped
+        as SQLAlchemy would (``statement`` is named in them)."""
+        cur = self._cursor()
+        try:
+            if self._begin is not None:
+                cur.execute(self._begin)
+            yield cur
+            self._local.dbapi.commit()
+        except BaseException as exc:
+            self._abandon()
+            if isinstance(exc, self._dbapi_error):
+                raise self._wrap(exc, statement) from exc
+            raise
+        self.commits += 1
+
     def _insert_entries(self, cur: Any, entries: Sequence[Mapping[str, Any]]) -> None:
         assert self._sql is not None
         if len(entries) == 1:
@@ -305,21 +323,11 @@ class SqlStore:
         params = dict(changes)
         params["b_id"] = saga_id
         params["b_seq"] = expected_seq
-        cur = self._cursor()
-        try:
-            if self._begin is not None:
-                cur.execute(self._begin)
+        with self._direct(sql["update"]) as cur:
             cur.execute(sql["update"], params)
             if cur.rowcount != 1:
                 raise ConcurrentUpdate(saga_id)
             self._insert_entries(cur, entries)
-            self._local.dbapi.commit()
-        except BaseException as exc:
-            self._abandon()
-            if isinstance(exc, self._dbapi_error):
-                raise self._wrap(exc, sql["update"]) from exc
-            raise
-        self.commits += 1
 
     def create(
         self, row: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]
@@ -347,19 +355,9 @@ class SqlStore:
                 if entries:
                     conn.execute(self._insert_log, list(entries))
             return
-        cur = self._cursor()
-        try:
-            if self._begin is not None:
-                cur.execute(self._begin)
+        with self._direct(sql["insert_saga"]) as cur:
             cur.execute(sql["insert_saga"], row)
             self._insert_entries(cur, entries)
-            self._local.dbapi.commit()
-        except BaseException as exc:
-            self._abandon()
-            if isinstance(exc, self._dbapi_error):
-                raise self._wrap(exc, sql["insert_saga"]) from exc
-            raise
-        self.commits += 1
 
     # -- reads ------------------------------------------------------------
 
