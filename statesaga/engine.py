@@ -479,9 +479,7 @@ class SagaEngine:
         try:
             input = codec.loads(row.input, spec.input_type)
             rows = self.store.log(row.saga_id)
-            results = {
-                r.step: _decode_result(r, spec) for r in rows if r.status == EntryStatus.COMPLETED
-            }
+            results = _results_from_log(rows, spec)
         except Exception as exc:
             raise ResumeError(
                 row.saga_id, f"its stored data cannot be read: {_describe(exc)}"
@@ -556,12 +554,7 @@ class SagaEngine:
         Raises:
             SagaNotFound: no saga has that id.
         """
-        self.store.ensure_schema()
-        row = self.store.get(saga_id)
-        if row is None:
-            raise SagaNotFound(saga_id)
-        defn = self._definitions.get((row.name, row.version))
-        spec = defn.spec if defn and defn.spec.fingerprint == row.fingerprint else None
+        row, spec = self._row_and_spec(saga_id)
         results = _results_from_log(self.store.log(saga_id), spec)
         return SagaRun(
             saga_id=row.saga_id,
@@ -579,13 +572,19 @@ class SagaEngine:
         Raises:
             SagaNotFound: no saga has that id.
         """
+        _, spec = self._row_and_spec(saga_id)
+        return [_entry_from_row(r, spec) for r in self.store.log(saga_id)]
+
+    def _row_and_spec(self, saga_id: str) -> tuple[SagaRow, SagaSpec | None]:
+        """The saga's row, and the registered spec it ran on (to rebuild its
+        results as their types), if that is registered."""
         self.store.ensure_schema()
         row = self.store.get(saga_id)
         if row is None:
             raise SagaNotFound(saga_id)
         defn = self._definitions.get((row.name, row.version))
         spec = defn.spec if defn and defn.spec.fingerprint == row.fingerprint else None
-        return [_entry_from_row(r, spec) for r in self.store.log(saga_id)]
+        return row, spec
 
     # -- driving ----------------------------------------------------------
 
