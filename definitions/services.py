@@ -8,7 +8,7 @@ makes every call fail.
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -41,8 +41,7 @@ class FakeServices:
                 if left is not None:
                     self._failures[operation] = left - 1
                 raise ServiceError(f"{operation} is unavailable")
-        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-        record_id = f"{operation.split('.')[0]}-{digest}"
+        record_id = f"{operation.partition('.')[0]}-{zlib.crc32(key.encode()):08x}"
         if record_id not in self.records:
             self.records[record_id] = {"operation": operation, **fields}
             self.effects.append((operation, key))

@@ -380,7 +380,10 @@ class SagaEngine:
 
         Idempotent on ``saga_id`` like ``run``.
         """
-        _, run, existing = self._create(saga, input, saga_id, first_attempt=0)
+        try:
+            _, run, existing = self._create(saga, input, saga_id, first_attempt=0)
+        finally:
+            self.store.release()
         if existing is not None:
             return existing
         return self._snapshot(run)
@@ -589,21 +592,24 @@ class SagaEngine:
     # -- driving ----------------------------------------------------------
 
     def _drive(self, run: _Run) -> SagaRun:
-        machine = run.defn.machine
-        spec = run.defn.spec
-        while not machine.is_terminal(run.state):
-            info = machine.state(run.state)
-            assert info.step is not None
-            step = spec.step(info.step)
-            if run.due_at is not None:
-                wait = run.due_at - self._clock()
-                if wait > 0:
-                    self._sleep(wait)
-                run.due_at = None
-            if info.kind == "step":
-                self._attempt_step(run, step)
-            else:
-                self._attempt_compensation(run, step)
+        try:
+            machine = run.defn.machine
+            spec = run.defn.spec
+            while not machine.is_terminal(run.state):
+                info = machine.state(run.state)
+                assert info.step is not None
+                step = spec.step(info.step)
+                if run.due_at is not None:
+                    wait = run.due_at - self._clock()
+                    if wait > 0:
+                        self._sleep(wait)
+                    run.due_at = None
+                if info.kind == "step":
+                    self._attempt_step(run, step)
+                else:
+                    self._attempt_compensation(run, step)
+        finally:
+            self.store.release()
         return self._snapshot(run)
 
     def _context(

@@ -20,7 +20,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -142,6 +142,83 @@ class Transaction:
             self.connection.execute(self._store._insert_log, list(entries))
 
 
+class _Writer:
+    """A pooled DBAPI connection the hot path writes on, with its cursor."""
+
+    __slots__ = ("cursor", "dbapi", "fairy")
+
+    def __init__(self, fairy: Any) -> None:
+        self.fairy = fairy
+        self.dbapi = fairy.driver_connection
+        self.cursor = self.dbapi.cursor()
+
+
+class _Writers:
+    """The connections the store writes on: one per thread while it runs a saga.
+
+    Between sagas a writer waits in an idle list instead of going back to the
+    pool (a pool return resets the connection, which costs a third of a saga),
+    so the store holds as many connections as sagas ever ran at once. Whoever
+    disposes of the engine also closes them; a forked child leaves the
+    parent's alone.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._all: list[_Writer] = []
+        self._idle: list[_Writer] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        event.listen(engine, "engine_disposed", self._close_all)
+
+    def current(self) -> _Writer:
+        """This thread's writer, taken from the idle ones or the pool on first use."""
+        if self._pid != os.getpid():
+            self._forget()
+        writer: _Writer | None = getattr(self._local, "writer", None)
+        if writer is None:
+            with self._lock:
+                writer = self._idle.pop() if self._idle else None
+            if writer is None:
+                writer = _Writer(self._engine.raw_connection())
+                with self._lock:
+                    self._all.append(writer)
+            self._local.writer = writer
+        return writer
+
+    def release(self) -> None:
+        """This thread's writer goes idle."""
+        writer = getattr(self._local, "writer", None)
+        if writer is not None:
+            self._local.writer = None
+            with self._lock:
+                self._idle.append(writer)
+
+    def discard(self) -> None:
+        """Drop this thread's writer (it could not even roll back)."""
+        writer = self._local.writer
+        self._local.writer = None
+        with self._lock:
+            self._all.remove(writer)
+        with contextlib.suppress(Exception):
+            writer.fairy.invalidate()
+
+    def _close_all(self, _engine: Engine) -> None:
+        with self._lock:
+            writers, self._all, self._idle = self._all, [], []
+        self._local = threading.local()
+        for writer in writers:
+            with contextlib.suppress(Exception):
+                writer.fairy.invalidate()  # closes the DBAPI connection (its pool is gone)
+
+    def _forget(self) -> None:
+        # A forked child: the writers are the parent's connections; leave them alone.
+        self._all, self._idle = [], []
+        self._local = threading.local()
+        self._pid = os.getpid()
+
+
 class SqlStore:
     """Reads and writes sagas and their logs.
 
@@ -184,64 +261,19 @@ class SqlStore:
             }
         self._begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else None
         self._dbapi_error = engine.dialect.loaded_dbapi.Error
-        self._local = threading.local()
-        self._held: list[Any] = []  # every thread's held pooled connection, for close()
-        self._held_lock = threading.Lock()
-        self._pid = os.getpid()
+        self._writers = _Writers(engine)
         #: Transactions committed by ``create`` and ``advance``; they bypass
         #: SQLAlchemy's ``commit`` event (benchmarks/throughput.py counts them here).
         self.commits = 0
 
-        # Whoever disposes of the engine (``close()``, or the application itself)
-        # also closes the connections the threads hold.
-        event.listen(engine, "engine_disposed", self._release_held)
-
     def close(self) -> None:
-        """Close the store's connections: the held ones and the pool's."""
+        """Close the store's connections: the writers' and the pool's."""
         self.engine.dispose()
 
-    def _release_held(self, _engine: Engine) -> None:
-        with self._held_lock:
-            held, self._held = self._held, []
-        self._local = threading.local()
-        for fairy in held:
-            with contextlib.suppress(Exception):
-                fairy.invalidate()  # closes the DBAPI connection (its pool is gone)
-
-    # -- the hot path ---------------------------------------------------------
-
-    def _cursor(self) -> Any:
-        """The cursor of this thread's held DBAPI connection (checked out on first use)."""
-        if self._pid != os.getpid():
-            # A forked child: the held connections are the parent's; leave them alone.
-            with self._held_lock:
-                self._held = []
-            self._local = threading.local()
-            self._pid = os.getpid()
-        local = self._local
-        cur = getattr(local, "cursor", None)
-        if cur is None:
-            fairy = self.engine.raw_connection()
-            with self._held_lock:
-                self._held.append(fairy)
-            local.fairy = fairy
-            local.dbapi = fairy.driver_connection
-            cur = local.cursor = local.dbapi.cursor()
-        return cur
-
-    def _abandon(self) -> None:
-        """Roll back after an error; forget the connection if even that fails."""
-        local = self._local
-        try:
-            local.dbapi.rollback()
-        except Exception:
-            fairy = local.fairy
-            local.cursor = local.fairy = local.dbapi = None
-            with self._held_lock:
-                if fairy in self._held:
-                    self._held.remove(fairy)
-            with contextlib.suppress(Exception):
-                fairy.invalidate()
+    def release(self) -> None:
+        """This thread stops writing for now (the engine calls it when a saga stops
+        running): its connection waits for the next writer."""
+        self._writers.release()
 
     def _wrap(self, exc: Exception, statement: str) -> Exception:
         """A driver error as SQLAlchemy would raise it (``sa.exc.IntegrityError``, ...)."""
@@ -249,19 +281,22 @@ class SqlStore:
             statement, None, exc, self._dbapi_error, dialect=self.engine.dialect
         )
 
-    @contextlib.contextmanager
-    def _direct(self, statement: str) -> Iterator[Any]:
-        """A transaction on this thread's held connection: yields its cursor, commits
-        when the block ends; on error rolls back and re-raises driver errors wrapped
-        as SQLAlchemy would (``statement`` is named in them)."""
-        cur = self._cursor()
+    def _direct(self, statement: str, work: Callable[[Any], None]) -> None:
+        """Run ``work(cursor)`` in a transaction on this thread's writer and commit;
+        on error roll back and re-raise driver errors wrapped as SQLAlchemy would
+        (naming ``statement``)."""
+        writer = self._writers.current()
+        cur = writer.cursor
         try:
             if self._begin is not None:
                 cur.execute(self._begin)
-            yield cur
-            self._local.dbapi.commit()
+            work(cur)
+            writer.dbapi.commit()
         except BaseException as exc:
-            self._abandon()
+            try:
+                writer.dbapi.rollback()
+            except Exception:
+                self._writers.discard()
             if isinstance(exc, self._dbapi_error):
                 raise self._wrap(exc, statement) from exc
             raise
@@ -323,11 +358,14 @@ class SqlStore:
         params = dict(changes)
         params["b_id"] = saga_id
         params["b_seq"] = expected_seq
-        with self._direct(sql["update"]) as cur:
+
+        def work(cur: Any) -> None:
             cur.execute(sql["update"], params)
             if cur.rowcount != 1:
                 raise ConcurrentUpdate(saga_id)
             self._insert_entries(cur, entries)
+
+        self._direct(sql["update"], work)
 
     def create(
         self, row: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]
@@ -355,9 +393,12 @@ class SqlStore:
                 if entries:
                     conn.execute(self._insert_log, list(entries))
             return
-        with self._direct(sql["insert_saga"]) as cur:
+
+        def work(cur: Any) -> None:
             cur.execute(sql["insert_saga"], row)
             self._insert_entries(cur, entries)
+
+        self._direct(sql["insert_saga"], work)
 
     # -- reads ------------------------------------------------------------
 
