@@ -405,7 +405,7 @@ class SagaEngine:
         first = defn.machine.initial
         entries = []
         if first_attempt:
-            entries.append(self._entry(sid, 1, first, EntryStatus.EXECUTING, 1, None, None, now))
+            entries.append(_entry(sid, 1, first, EntryStatus.EXECUTING.value, 1, None, None, now))
         row = {
             "saga_id": sid,
             "name": spec.name,
@@ -512,8 +512,8 @@ class SagaEngine:
             run.failures += r.status == failed
         # Record the attempt about to be made, so a crash during it is counted.
         attempt = row.attempt + 1
-        entry = self._entry(
-            row.saga_id, row.seq + 1, info.step, entered, attempt, None, None, self._clock()
+        entry = _entry(
+            row.saga_id, row.seq + 1, info.step, entered.value, attempt, None, None, self._clock()
         )
         changes = {
             "status": row.status,
@@ -777,17 +777,18 @@ class SagaEngine:
         seq = run.seq + 1
         saga_id = run.saga_id
         failed = plan.outcome in _FAILURES
+        outcome = run.outcome
         entries = [
-            {
-                "saga_id": saga_id,
-                "seq": seq,
-                "step": plan.step,
-                "status": plan.outcome,
-                "attempt": run.attempt,
-                "result": None if failed else run.outcome,
-                "error": run.outcome if failed else None,
-                "at": now,
-            }
+            _entry(
+                saga_id,
+                seq,
+                plan.step,
+                plan.outcome,
+                run.attempt,
+                None if failed else outcome,
+                outcome if failed else None,
+                now,
+            )
         ]
         attempt = run.attempt + 1 if trigger == "retry" else 1
         if plan.entered is None:
@@ -795,16 +796,7 @@ class SagaEngine:
         else:
             seq += 1
             entries.append(
-                {
-                    "saga_id": saga_id,
-                    "seq": seq,
-                    "step": plan.entered_step,
-                    "status": plan.entered,
-                    "attempt": attempt,
-                    "result": None,
-                    "error": None,
-                    "at": now,
-                }
+                _entry(saga_id, seq, plan.entered_step, plan.entered, attempt, None, None, now)
             )
         changes = {
             "status": plan.status,
@@ -825,28 +817,6 @@ class SagaEngine:
         if trigger != "retry":
             run.failures = 0
 
-    @staticmethod
-    def _entry(
-        saga_id: str,
-        seq: int,
-        step: str | None,
-        status: EntryStatus,
-        attempt: int,
-        result: str | None,
-        error: str | None,
-        at: float,
-    ) -> dict[str, Any]:
-        return {
-            "saga_id": saga_id,
-            "seq": seq,
-            "step": step,
-            "status": status.value,
-            "attempt": attempt,
-            "result": result,
-            "error": error,
-            "at": at,
-        }
-
     def _snapshot(self, run: _Run) -> SagaRun:
         status = (
             SagaStatus(run.state)
@@ -865,6 +835,29 @@ class SagaEngine:
             results=dict(run.results),
             error=run.error,
         )
+
+
+def _entry(
+    saga_id: str,
+    seq: int,
+    step: str | None,
+    status: str,
+    attempt: int,
+    result: str | None,
+    error: str | None,
+    at: float,
+) -> dict[str, Any]:
+    """One log row, as the store writes it."""
+    return {
+        "saga_id": saga_id,
+        "seq": seq,
+        "step": step,
+        "status": status,
+        "attempt": attempt,
+        "result": result,
+        "error": error,
+        "at": at,
+    }
 
 
 def _results_from_log(rows: list[LogRow], spec: SagaSpec | None) -> dict[str, Any]:

@@ -109,7 +109,6 @@ def test_graph_model_of_any_definition(saga: type[Saga]) -> None:
     assert {e.source for e in model.edges} | {e.dest for e in model.edges} <= set(states)
 
     assert set(states) == reachable(model, model.initial)
-    assert all(n.reachable for n in model.nodes)
     can_finish: set[str] = set()
     for t in TERMINALS:
         can_finish |= reachable(model, t, reverse=True)

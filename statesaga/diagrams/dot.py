@@ -112,9 +112,7 @@ def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Di
     g.node("completed", **_node_attrs(model.node("completed"), overlay))
     for n in model.compensations:
         g.node(n.id, **_node_attrs(n, overlay))
-    failure_terminals = [
-        n.id for n in model.nodes if n.kind == "terminal" and n.id != "completed" and n.reachable
-    ]
+    failure_terminals = [n.id for n in model.terminals if n.id != "completed"]
     for t in failure_terminals:
         g.node(t, **_node_attrs(model.node(t), overlay))
 
@@ -155,8 +153,6 @@ def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Di
         if e.kind == "retry":
             port = outside[model.node(e.source).kind]
             attrs.update(tailport=port, headport=port)
-        if not model.node(e.source).reachable:
-            attrs.update(color=FAINT, fontcolor=FAINT)
         g.edge(e.source, e.dest, **attrs)
     return g
 
@@ -280,8 +276,6 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
     sub = [" · ".join(details)]
     if step_kind and n.compensation is None:
         sub.append("<i>no compensation</i>")
-    if not n.reachable:
-        sub.append("<i>never runs: no step after it can fail</i>")
 
     fontcolor = TEXT
     sub_colour = GREY
@@ -300,9 +294,6 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
             if n.outcome in ("failed", "running"):
                 penwidth = "3.5"
     elif step_kind and n.compensation is None:
-        style = "rounded,filled,dashed"
-    if not n.reachable:
-        line, fill, fontcolor, sub_colour = FAINT, "white", "#9aa0a6", "#9aa0a6"
         style = "rounded,filled,dashed"
 
     rows = [f"<tr><td><b>{_esc(n.id)}</b></td></tr>"]

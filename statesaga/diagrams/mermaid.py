@@ -53,7 +53,7 @@ def to_mermaid(model: GraphModel, direction: Literal["LR", "TB"] = "LR") -> str:
         "stateDiagram-v2",
         f"    direction {direction}",
     ]
-    nodes = model.drawn_nodes
+    nodes = model.nodes
     classes = {n.id: _class(n, model.is_instance) for n in nodes}
     used = set(classes.values())
     lines += [f"    classDef {name} {style}" for name, style in CLASSES.items() if name in used]
@@ -66,8 +66,7 @@ def to_mermaid(model: GraphModel, direction: Literal["LR", "TB"] = "LR") -> str:
         label = _edge_label(e, model.is_instance)
         lines.append(f"    {e.source} --> {e.dest}" + (f" : {_text(label)}" if label else ""))
     for t in model.terminals:
-        if t.reachable:
-            lines.append(f"    {t.id} --> [*]")
+        lines.append(f"    {t.id} --> [*]")
     lines.append("")
     lines += [f"    class {id} {name}" for id, name in classes.items()]
     return "\n".join(lines) + "\n"
@@ -94,8 +93,6 @@ def _descriptions(n: Node, overlay: bool) -> list[str]:
         if n.max_attempts > 1:
             parts.append(f"up to {n.max_attempts} attempts")
         out.append(" · ".join(parts))
-        if not n.reachable:
-            out.append("never runs: no step after it can fail")
     if overlay and n.outcome is not None and n.kind != "terminal":
         state = {
             "completed": "completed",
@@ -134,8 +131,6 @@ def _class(n: Node, overlay: bool) -> str:
         return f"t_{n.id}"
     if n.kind == "step" and n.compensation is None:
         return "nocomp"
-    if not n.reachable:
-        return "o_none"
     return n.kind
 
 

@@ -94,11 +94,6 @@ class Node:
         timeout: a step's timeout in seconds, or ``None``.
         compensation: for a step, the compensation state that undoes it, or
             ``None`` when it has none (it is skipped when the saga compensates).
-        reachable: whether some run can enter it. The machine always has the
-            three terminals, but no run of a saga without compensations enters
-            ``compensation_failed`` (renderers leave it out); and a compensation
-            of the last step never runs, since no step after it can fail
-            (renderers grey it out and say so).
         outcome: overlay only: what became of the state, ``None`` if the saga
             never entered it.
         attempts: overlay only: attempts made in this state (entries that entered it).
@@ -113,7 +108,6 @@ class Node:
     transactional: bool = False
     timeout: float | None = None
     compensation: str | None = None
-    reachable: bool = True
     outcome: NodeOutcome | None = None
     attempts: int = 0
     error: str | None = None
@@ -276,20 +270,9 @@ class GraphModel:
         return tuple(e for e in self.edges if e.source == id)
 
     @property
-    def drawn_nodes(self) -> tuple[Node, ...]:
-        """The nodes renderers draw: all but the terminals no run can reach."""
-        return tuple(n for n in self.nodes if n.reachable or n.kind != "terminal")
-
-    @property
     def drawn_edges(self) -> tuple[Edge, ...]:
-        """The edges renderers draw: those that can be taken (or were), between
-        drawn nodes."""
-        shown = {n.id for n in self.drawn_nodes}
-        return tuple(
-            e
-            for e in self.edges
-            if (e.possible or e.taken) and e.source in shown and e.dest in shown
-        )
+        """The edges renderers draw: those that can be taken (or were)."""
+        return tuple(e for e in self.edges if e.possible or e.taken)
 
     @property
     def visited(self) -> tuple[str, ...]:
@@ -390,8 +373,6 @@ def build_model(spec: SagaSpec, machine: SagaMachine) -> GraphModel:
         )
         for t in machine.transitions
     )
-    reached = _reachable(machine.initial, edges)
-    nodes = [n if n.id in reached else attrs.evolve(n, reachable=False) for n in nodes]
     return GraphModel(
         name=spec.name,
         version=spec.version,
@@ -401,18 +382,6 @@ def build_model(spec: SagaSpec, machine: SagaMachine) -> GraphModel:
         nodes=tuple(nodes),
         edges=edges,
     )
-
-
-def _reachable(initial: str, edges: Sequence[Edge]) -> set[str]:
-    seen = {initial}
-    todo = [initial]
-    while todo:
-        state = todo.pop()
-        for e in edges:
-            if e.source == state and e.possible and e.dest not in seen:
-                seen.add(e.dest)
-                todo.append(e.dest)
-    return seen
 
 
 def _label(kind: str, condition: str | None, max_attempts: int, terminal: bool) -> str | None:
