@@ -59,9 +59,9 @@ import throughput  # noqa: E402
 
 from definitions.order import OrderRequest, OrderSaga  # noqa: E402
 from definitions.services import FakeServices  # noqa: E402
-from statesaga import codec  # noqa: E402
-from statesaga import engine as engine_mod  # noqa: E402
-from statesaga import machine as machine_mod  # noqa: E402
+from statesaga import _codec as codec  # noqa: E402
+from statesaga import _engine as engine_mod  # noqa: E402
+from statesaga import _machine as machine_mod  # noqa: E402
 from statesaga.store import sql as sql_mod  # noqa: E402
 
 

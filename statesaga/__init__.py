@@ -5,9 +5,9 @@ Declare a saga as a class of steps with compensations, register it with a
 crashed process resumes where it stopped.
 """
 
-from statesaga.definition import Retry, Saga, SagaSpec, StepSpec, step
-from statesaga.engine import Hooks, LogEntry, RecoveryReport, SagaEngine, SagaRun, StepContext
-from statesaga.errors import (
+from statesaga._definition import Retry, Saga, SagaSpec, StepSpec, step
+from statesaga._engine import Hooks, LogEntry, RecoveryReport, SagaEngine, SagaRun, StepContext
+from statesaga._errors import (
     ConcurrentUpdate,
     DeadlineExceeded,
     InvalidDefinition,
@@ -20,8 +20,8 @@ from statesaga.errors import (
     StateSagaError,
     StepTimeout,
 )
-from statesaga.machine import SagaMachine
-from statesaga.status import EntryStatus, SagaStatus
+from statesaga._machine import SagaMachine
+from statesaga._status import EntryStatus, SagaStatus
 
 __all__ = [
     "ConcurrentUpdate",

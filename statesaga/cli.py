@@ -10,11 +10,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from statesaga._discovery import find_sagas, import_module
+from statesaga._engine import LogEntry, SagaEngine, SagaRun
+from statesaga._errors import SagaNotFound
+from statesaga._status import SagaStatus
 from statesaga.diagrams.cli import diagram, diagrams
-from statesaga.discovery import find_sagas, import_module
-from statesaga.engine import LogEntry, SagaEngine, SagaRun
-from statesaga.errors import SagaNotFound
-from statesaga.status import SagaStatus
 
 console = Console(highlight=False)
 

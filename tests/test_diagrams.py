@@ -16,7 +16,7 @@ from definitions.order import OrderRequest, OrderSaga
 from definitions.services import FakeServices
 from definitions.transfer import TransferSaga
 from definitions.trip import TripSaga
-from statesaga import EntryStatus, LogEntry, Saga, SagaEngine, SagaStatus
+from statesaga import EntryStatus, Hooks, LogEntry, Saga, SagaEngine, SagaStatus
 from statesaga.cli import main
 from statesaga.diagrams import (
     DefinitionNotFound,
@@ -36,7 +36,6 @@ from statesaga.diagrams import (
 )
 from statesaga.diagrams import dot as dot_module
 from statesaga.diagrams.render import DotError
-from statesaga.engine import Hooks
 
 SAGAS: list[type[Saga]] = [OrderSaga, TripSaga, TransferSaga]
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from statesaga import InvalidDefinition, Retry, Saga, SagaEngine, step
-from statesaga.definition import TERMINALS
+from statesaga._definition import TERMINALS
 from statesaga.diagrams import GraphModel, model_of, scripted_run, to_dot, to_mermaid
 
 _names = itertools.count()

@@ -18,6 +18,7 @@ every renderer draws it too::
 ``statesaga diagrams`` command; ``--check`` in CI).
 """
 
+from statesaga._discovery import find_sagas
 from statesaga.diagrams.dot import to_dot
 from statesaga.diagrams.generate import Report, generate
 from statesaga.diagrams.mermaid import to_mermaid
@@ -33,7 +34,6 @@ from statesaga.diagrams.model import (
 from statesaga.diagrams.render import RenderError, render, render_dot, write
 from statesaga.diagrams.scripted import ScriptedFailure, scripted_run
 from statesaga.diagrams.sources import DefinitionNotFound, instance_model
-from statesaga.discovery import find_sagas
 
 __all__ = [
     "DefinitionNotFound",

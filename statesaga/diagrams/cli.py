@@ -9,15 +9,15 @@ from typing import cast
 
 import click
 
-from statesaga.definition import Saga
+from statesaga._definition import Saga
+from statesaga._discovery import find_sagas, import_module
+from statesaga._engine import SagaEngine
+from statesaga._errors import SagaNotFound
 from statesaga.diagrams.dot import Direction
 from statesaga.diagrams.generate import generate
 from statesaga.diagrams.model import GraphModel, HistoryMismatch, model_of
 from statesaga.diagrams.render import FORMATS, Format, RenderError, format_for, render, write
 from statesaga.diagrams.sources import DefinitionNotFound, instance_model
-from statesaga.discovery import find_sagas, import_module
-from statesaga.engine import SagaEngine
-from statesaga.errors import SagaNotFound
 
 
 def _import(name: str) -> ModuleType:

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import attrs
 
-from statesaga.definition import Saga
+from statesaga._definition import Saga
+from statesaga._engine import SagaEngine
 from statesaga.diagrams.dot import to_dot
 from statesaga.diagrams.mermaid import to_mermaid
 from statesaga.diagrams.model import GraphModel, model_of
 from statesaga.diagrams.render import Renderer, render_dot
 from statesaga.diagrams.scripted import scripted_run
-from statesaga.engine import SagaEngine
 
 #: Marks every file ``generate`` writes; a marked file it would no longer
 #: write is left over from a removed definition, and is deleted.

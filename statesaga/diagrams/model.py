@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 
-from statesaga.definition import TERMINALS, SagaSpec
-from statesaga.errors import StateSagaError
+from statesaga._definition import TERMINALS, SagaSpec
+from statesaga._errors import StateSagaError
 
 if TYPE_CHECKING:
-    from statesaga.definition import Saga
-    from statesaga.machine import SagaMachine
+    from statesaga._definition import Saga
+    from statesaga._machine import SagaMachine
 
 NodeKind = Literal["step", "compensation", "terminal"]
 EdgeKind = Literal[

@@ -14,10 +14,10 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
+from statesaga._errors import StateSagaError
 from statesaga.diagrams.dot import Direction, to_dot
 from statesaga.diagrams.mermaid import to_mermaid
 from statesaga.diagrams.model import GraphModel
-from statesaga.errors import StateSagaError
 
 Format = Literal["dot", "svg", "png", "mermaid"]
 ImageFormat = Literal["svg", "png"]

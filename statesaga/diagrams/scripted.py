@@ -14,8 +14,8 @@ from typing import Any
 
 import attrs
 
-from statesaga.definition import Saga, StepSpec
-from statesaga.engine import SagaEngine, SagaRun, StepContext
+from statesaga._definition import Saga, StepSpec
+from statesaga._engine import SagaEngine, SagaRun, StepContext
 
 
 class ScriptedFailure(Exception):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from statesaga.definition import Saga
+from statesaga._definition import Saga
+from statesaga._discovery import qualname
+from statesaga._engine import SagaEngine
+from statesaga._errors import NotRegistered, SagaNotFound
 from statesaga.diagrams.model import GraphModel, model_of
-from statesaga.discovery import qualname
-from statesaga.engine import SagaEngine
-from statesaga.errors import NotRegistered, SagaNotFound
 
 
 class DefinitionNotFound(NotRegistered):

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from statesaga.errors import ConcurrentUpdate
+from statesaga._errors import ConcurrentUpdate
 from statesaga.store.schema import INCOMPLETE, SCHEMA_VERSION, log, metadata, sagas, schema_version
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import attrs
 
-from statesaga.definition import Saga
-from statesaga.engine import Hooks, LogEntry, SagaEngine
-from statesaga.status import SagaStatus
+from statesaga._definition import Saga
+from statesaga._engine import Hooks, LogEntry, SagaEngine
+from statesaga._status import SagaStatus
 from statesaga.testing.invariants import check_saga, fail, format_timeline, outcomes
 
 CrashPointName = Literal["before_handler", "before_commit", "after_commit"]

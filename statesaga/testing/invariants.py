@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from statesaga.definition import SagaSpec
-from statesaga.engine import LogEntry
-from statesaga.status import EntryStatus, SagaStatus
+from statesaga._definition import SagaSpec
+from statesaga._engine import LogEntry
+from statesaga._status import EntryStatus, SagaStatus
 
 _STEP_STATUSES = (EntryStatus.EXECUTING, EntryStatus.COMPLETED, EntryStatus.FAILED)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from statesaga.engine import SagaEngine
+from statesaga._engine import SagaEngine
 
 settings.register_profile(
     "statesaga",

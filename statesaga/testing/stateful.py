@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from statesaga.definition import Saga
+from statesaga._definition import Saga
 from statesaga.testing.harness import Outcome, SagaHarness, Scenario
 from statesaga.testing.invariants import check_saga
 from statesaga.testing.strategies import crash_points, failure_plans

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from hypothesis import strategies as st
 
-from statesaga.definition import Saga
+from statesaga._definition import Saga
 from statesaga.testing.harness import CRASH_POINTS, Crash, Fault, InjectedFault, Scenario
 
 

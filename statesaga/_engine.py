@@ -21,9 +21,9 @@ from typing import Any
 import attrs
 from sqlalchemy.engine import Connection, Engine
 
-from statesaga import codec
-from statesaga.definition import Retry, Saga, SagaSpec, StepSpec
-from statesaga.errors import (
+from statesaga import _codec as codec
+from statesaga._definition import Retry, Saga, SagaSpec, StepSpec
+from statesaga._errors import (
     ConcurrentUpdate,
     DeadlineExceeded,
     InvalidInput,
@@ -33,8 +33,8 @@ from statesaga.errors import (
     SerializationError,
     StepTimeout,
 )
-from statesaga.machine import SagaMachine
-from statesaga.status import EntryStatus, SagaStatus
+from statesaga._machine import SagaMachine
+from statesaga._status import EntryStatus, SagaStatus
 from statesaga.store import LogRow, SagaRow, SqlStore, Transaction, make_engine
 
 

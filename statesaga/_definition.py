@@ -15,7 +15,7 @@ from typing import Any, ClassVar, overload
 
 import attrs
 
-from statesaga.errors import InvalidDefinition
+from statesaga._errors import InvalidDefinition
 
 Handler = Callable[..., Any]
 
@@ -313,7 +313,7 @@ class Saga:
             cls.name = cls.__name__
         cls.spec = compile_spec(cls)
         # Imported here: the machine module imports this one.
-        from statesaga.machine import SagaMachine
+        from statesaga._machine import SagaMachine
 
         cls.machine = SagaMachine(cls.spec)
 

@@ -9,7 +9,7 @@ import pkgutil
 import sys
 from types import ModuleType
 
-from statesaga.definition import Saga
+from statesaga._definition import Saga
 
 
 def import_module(name: str) -> ModuleType:

@@ -29,8 +29,8 @@ from typing import Any, Literal, Protocol
 import attrs
 from transitions import Machine, State
 
-from statesaga.definition import TERMINALS, SagaSpec
-from statesaga.status import EntryStatus, SagaStatus
+from statesaga._definition import TERMINALS, SagaSpec
+from statesaga._status import EntryStatus, SagaStatus
 
 StateKind = Literal["step", "compensation", "terminal"]
 TransitionKind = Literal[
