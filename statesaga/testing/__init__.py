@@ -11,7 +11,16 @@ check the saga invariants on what it did.
 - ``SagaStateMachine`` is a Hypothesis state machine to subclass for a saga.
 - ``check_saga`` verifies a finished saga's log against the saga invariants
   and fails with the log drawn as a timeline.
+
+Hypothesis comes with the ``test`` extra (``pip install 'statesaga[test]'``).
+This package imports it only when a name that needs it is first used
+(``SagaStateMachine``, ``statesaga.testing.strategies``): the pytest plugin
+imports this package in every pytest run, with or without the extra.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from statesaga.testing.harness import (
     CRASH_POINTS,
@@ -25,7 +34,9 @@ from statesaga.testing.harness import (
     SimulatedCrash,
 )
 from statesaga.testing.invariants import InvariantViolation, check_saga, format_timeline, outcomes
-from statesaga.testing.stateful import SagaStateMachine
+
+if TYPE_CHECKING:
+    from statesaga.testing.stateful import SagaStateMachine
 
 __all__ = [
     "CRASH_POINTS",
@@ -43,3 +54,25 @@ __all__ = [
     "format_timeline",
     "outcomes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the names that need Hypothesis on first use."""
+    if name == "SagaStateMachine":
+        try:
+            from statesaga.testing.stateful import SagaStateMachine
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "hypothesis":
+                raise
+            raise ModuleNotFoundError(
+                "statesaga.testing.SagaStateMachine needs Hypothesis: "
+                "pip install 'statesaga[test]'",
+                name=exc.name,
+            ) from exc
+        globals()[name] = SagaStateMachine
+        return SagaStateMachine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

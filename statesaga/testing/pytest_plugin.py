@@ -8,6 +8,9 @@ Fixtures:
 
 Hypothesis profile ``statesaga``: no deadline (database round trips vary) and
 the too-slow health check off; select it with ``--hypothesis-profile=statesaga``.
+It is registered only where Hypothesis is installed (the ``test`` extra): without
+it the plugin still loads, silently, with its fixtures, since pytest loads it in
+every run of every environment statesaga is installed in.
 """
 
 from __future__ import annotations
@@ -16,15 +19,20 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 from statesaga._engine import SagaEngine
 
-settings.register_profile(
-    "statesaga",
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+try:
+    from hypothesis import HealthCheck, settings
+except ModuleNotFoundError as exc:  # statesaga installed without its test extra
+    if exc.name != "hypothesis":
+        raise
+else:
+    settings.register_profile(
+        "statesaga",
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
