@@ -1,4 +1,4 @@
-"""Saga definitions: the ``Saga`` base class, the ``step`` decorator and retry policies.
+"""Saga definitions: the ``Saga`` base class and the ``step`` decorator.
 
 A saga class is compiled into a frozen ``SagaSpec`` the moment it is created; a
 malformed class raises ``InvalidDefinition`` at import time, naming the problem.
@@ -13,16 +13,21 @@ import typing
 from collections.abc import Callable
 from typing import Any, ClassVar, overload
 
-import attrs
-
 from statesaga._errors import InvalidDefinition
-
-Handler = Callable[..., Any]
+from statesaga._machine import SagaMachine
+from statesaga._spec import (
+    NO_RETRY,
+    TERMINALS,
+    TRIGGERS,
+    CompensationSpec,
+    Handler,
+    Retry,
+    SagaSpec,
+    StepSpec,
+)
 
 #: Names a step or compensation may not take: the terminal states, the machine's
 #: triggers, and the attributes every saga class carries.
-TERMINALS = ("completed", "failed", "compensation_failed")
-TRIGGERS = ("succeed", "retry", "fail")
 RESERVED_NAMES = frozenset(
     {
         *TERMINALS,
@@ -37,141 +42,6 @@ RESERVED_NAMES = frozenset(
         "deadline",
     }
 )
-
-
-def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"Retry.{attribute.name} must be > 0, got {value!r}")
-
-
-def _not_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"Retry.{attribute.name} must be >= 0, got {value!r}")
-
-
-def _exception_types(value: Any) -> tuple[type[BaseException], ...]:
-    types = tuple(value) if isinstance(value, list | tuple) else (value,)
-    for t in types:
-        if not (isinstance(t, type) and issubclass(t, BaseException)):
-            raise TypeError(f"Retry.retry_on takes exception classes, got {t!r}")
-    return types
-
-
-@attrs.frozen
-class Retry:
-    """How often a step or compensation is tried, and how long to wait in between.
-
-    Attempt ``n`` (from 1) that fails with one of ``retry_on`` is followed by
-    attempt ``n + 1`` after ``min(initial_delay * multiplier ** (n - 1), max_delay)``
-    seconds, until ``max_attempts`` attempts were made.
-
-    Attributes:
-        max_attempts: attempts in all, the first included (1 = no retry).
-        initial_delay: seconds before the second attempt.
-        multiplier: growth factor of the delay between attempts.
-        max_delay: upper bound of any one delay, in seconds.
-        retry_on: exception types worth retrying; any other fails at once.
-    """
-
-    max_attempts: int = attrs.field(default=3, validator=_positive)
-    initial_delay: float = attrs.field(default=0.0, validator=_not_negative)
-    multiplier: float = attrs.field(default=2.0, validator=_positive)
-    max_delay: float = attrs.field(default=60.0, validator=_not_negative)
-    retry_on: tuple[type[BaseException], ...] = attrs.field(
-        default=(Exception,), converter=_exception_types
-    )
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt ``attempt`` (counted from 1)."""
-        return float(min(self.initial_delay * self.multiplier ** (attempt - 1), self.max_delay))
-
-    def should_retry(self, error: BaseException, attempt: int) -> bool:
-        """Whether failed attempt ``attempt`` with ``error`` is followed by another."""
-        return attempt < self.max_attempts and isinstance(error, self.retry_on)
-
-
-#: The policy of a step or compensation that declares none: one attempt.
-NO_RETRY = Retry(max_attempts=1)
-
-
-@attrs.frozen
-class CompensationSpec:
-    """A compensation as compiled: its name (also its FSM state) and handler."""
-
-    name: str
-    step: str
-    handler: Handler
-    retry: Retry
-    transactional: bool = False
-    is_async: bool = False
-
-
-@attrs.frozen
-class StepSpec:
-    """A step as compiled.
-
-    Attributes:
-        name: the step's name, also its FSM state.
-        index: its position, from 0.
-        handler: the function ``(self, ctx) -> result``.
-        retry: its retry policy.
-        transactional: whether it runs inside the transaction that records its completion.
-        timeout: seconds one attempt may take, or ``None``.
-        result_type: the handler's return annotation, used to rebuild stored results.
-        compensation: its compensation, or ``None``.
-        is_async: whether the handler is ``async def``.
-    """
-
-    name: str
-    index: int
-    handler: Handler
-    retry: Retry
-    transactional: bool
-    timeout: float | None
-    result_type: Any
-    compensation: CompensationSpec | None
-    is_async: bool = False
-
-
-@attrs.frozen
-class SagaSpec:
-    """The frozen, validated form of a saga class.
-
-    Attributes:
-        name: the stable type name stored with each saga.
-        version: the definition's version.
-        input_type: the type inputs must have, or ``None`` for any JSON value.
-        steps: the steps in execution order.
-        fingerprint: a hash of the structure (steps, compensations, flags) that
-            resume checks so a saga never continues on a different flow.
-        deadline: seconds from the saga's start after which no further step
-            starts (the saga compensates instead), or ``None``.
-    """
-
-    name: str
-    version: int
-    input_type: type | None
-    steps: tuple[StepSpec, ...]
-    fingerprint: str
-    deadline: float | None = None
-
-    def step(self, name: str) -> StepSpec:
-        """The step called ``name``; ``KeyError`` if there is none."""
-        for s in self.steps:
-            if s.name == name:
-                return s
-        raise KeyError(name)
-
-    @property
-    def key(self) -> str:
-        """``name@vversion``, as shown in messages and listings."""
-        return f"{self.name}@v{self.version}"
-
-
-#: Steps declared but not yet compiled, to catch a name declared twice in one
-#: class body (the second definition silently replaces the first in the namespace).
-#: Strong references: the replaced declaration must survive until the class is made.
-_pending: list[_StepDecl] = []
 
 
 class _CompensationDecl:
@@ -201,7 +71,6 @@ class _StepDecl:
         self.timeout = timeout
         self.compensations: list[_CompensationDecl] = []
         self.owner: type | None = None
-        _pending.append(self)
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.owner = owner
@@ -285,7 +154,42 @@ def step(
     return wrap if fn is None else wrap(fn)
 
 
-class Saga:
+def _line(fn: Handler) -> int:
+    code = getattr(fn, "__code__", None)
+    return code.co_firstlineno if code is not None else 0
+
+
+class _ClassBody(dict[str, Any]):
+    """A saga class body's namespace: a step or compensation name used twice is an
+    error, not a silent replacement (``enum`` does the same for member names)."""
+
+    def __init__(self, cls_name: str) -> None:
+        super().__init__()
+        self.cls_name = cls_name
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        old = self.get(key)
+        if isinstance(old, _StepDecl | _CompensationDecl) and old is not value:
+            what = "step" if isinstance(old, _StepDecl) else "compensation"
+            new = getattr(value, "fn", value)
+            raise InvalidDefinition(
+                self.cls_name,
+                f"{key!r} is declared twice in the class body (the {what} at line "
+                f"{_line(old.fn)}, then again at line {_line(new)}); the second would "
+                "silently replace the first: give each step and compensation its own name",
+            )
+        super().__setitem__(key, value)
+
+
+class _SagaMeta(type):
+    """Checks the class body for reused names while it is being executed."""
+
+    @classmethod
+    def __prepare__(mcs, name: str, bases: tuple[type, ...], /, **kwargs: Any) -> _ClassBody:
+        return _ClassBody(name)
+
+
+class Saga(metaclass=_SagaMeta):
     """Base class of saga definitions.
 
     Subclasses declare steps with ``@step`` (in execution order), compensations
@@ -303,7 +207,7 @@ class Saga:
     input_type: ClassVar[type | None] = None
     deadline: ClassVar[float | None] = None
     spec: ClassVar[SagaSpec]
-    machine: ClassVar[Any]
+    machine: ClassVar[SagaMachine]
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -312,9 +216,6 @@ class Saga:
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
         cls.spec = compile_spec(cls)
-        # Imported here: the machine module imports this one.
-        from statesaga._machine import SagaMachine
-
         cls.machine = SagaMachine(cls.spec)
 
 
@@ -399,7 +300,6 @@ def compile_spec(cls: type) -> SagaSpec:
     if not decls:
         raise InvalidDefinition(label, "declares no steps; decorate at least one method with @step")
 
-    _check_duplicates(cls, label, {id(d) for _, d in decls})
     step_names = {id(d): attr for attr, d in decls}
     seen: dict[str, str] = {}
     for attr, d in decls:
@@ -483,23 +383,6 @@ def compile_spec(cls: type) -> SagaSpec:
         )
     fingerprint = _fingerprint(name, version, steps)
     return SagaSpec(name, version, input_type, tuple(steps), fingerprint, deadline)
-
-
-def _check_duplicates(cls: type, label: str, kept: set[int]) -> None:
-    prefix = f"{cls.__qualname__}."
-    mine = [
-        d
-        for d in _pending
-        if d.fn.__module__ == cls.__module__ and d.fn.__qualname__ == prefix + d.fn.__name__
-    ]
-    _pending[:] = [d for d in _pending if all(d is not m for m in mine)]
-    for d in mine:
-        if id(d) not in kept:
-            raise InvalidDefinition(
-                label,
-                f"{d.fn.__name__!r} is declared twice in the class body; names of steps "
-                "and compensations must be unique",
-            )
 
 
 def _fingerprint(name: str, version: int, steps: list[StepSpec]) -> str:

@@ -6,16 +6,27 @@ as attributes, and their message says what to do::
 
     StateSagaError
     ├── InvalidDefinition (TypeError)      a saga class is malformed; raised at class creation
+    ├── DefinitionConflict (ValueError)    another definition is registered under that name@version
     ├── InvalidInput (TypeError)           the input is not the saga's ``input_type``
     ├── SerializationError (TypeError)     a value cannot be stored as JSON
     ├── NotRegistered (LookupError)        no registered definition for a saga's name/version
+    │   └── (diagrams) DefinitionNotFound  none of the definitions given is the saga's
     ├── SagaNotFound (LookupError)         no saga with that id
     ├── SagaIdConflict (ValueError)        a saga id is already used by another saga type
-    ├── ResumeError                        a stored saga cannot be resumed (left untouched)
+    ├── ResumeError (RuntimeError)         a stored saga cannot be resumed (left untouched)
+    ├── HistoryMismatch (ValueError)       a saga log is not a path of its definition's machine
     ├── StepTimeout (TimeoutError)         one attempt of a step took longer than its timeout
     ├── DeadlineExceeded (TimeoutError)    the saga's deadline passed before a step could start
     ├── ConcurrentUpdate (RuntimeError)    another runner changed the saga first; this one stops
-    └── (statesaga.diagrams) RenderError, HistoryMismatch, DefinitionNotFound, ScriptedFailure
+    ├── InvalidTransition (RuntimeError)   a trigger the current state does not accept (a bug)
+    ├── SchemaVersionError (RuntimeError)  the database's schema is newer than this statesaga
+    ├── (diagrams) RenderError (RuntimeError), DotError (ValueError),
+    │              ScriptedFailure (RuntimeError)
+    └── (testing) InjectedFault (RuntimeError), InvariantViolation (AssertionError)
+
+``statesaga.testing.SimulatedCrash`` is the one exception outside the tree: it
+derives from ``BaseException`` on purpose, so that no handler can swallow a
+simulated crash.
 """
 
 from __future__ import annotations
@@ -111,7 +122,7 @@ class SagaIdConflict(StateSagaError, ValueError):
         self.saga_id = saga_id
 
 
-class ResumeError(StateSagaError):
+class ResumeError(StateSagaError, RuntimeError):
     """A stored saga cannot be resumed; it is left exactly as it was.
 
     Attributes:
@@ -163,3 +174,61 @@ class DeadlineExceeded(StateSagaError, TimeoutError):
         )
         self.saga_id = saga_id
         self.step = step
+
+
+class DefinitionConflict(StateSagaError, ValueError):
+    """Another definition is already registered under the same name and version.
+
+    Attributes:
+        key: the definition's ``name@vversion``.
+    """
+
+    def __init__(self, key: str, known: str, given: str) -> None:
+        super().__init__(
+            f"{key} is already registered with another structure (fingerprint {known}, "
+            f"this one {given}); bump the version of the changed definition"
+        )
+        self.key = key
+
+
+class InvalidTransition(StateSagaError, RuntimeError):
+    """A trigger was fired that the current state does not accept (a bug in statesaga)."""
+
+    def __init__(self, saga: str, state: str, trigger: str) -> None:
+        super().__init__(f"{saga}: no {trigger!r} transition from {state}")
+        self.state = state
+        self.trigger = trigger
+
+
+class SchemaVersionError(StateSagaError, RuntimeError):
+    """The database holds a statesaga schema this version cannot use.
+
+    Attributes:
+        found: the schema version in the database.
+        supported: the version this statesaga writes.
+    """
+
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(
+            f"the database has statesaga schema version {found}, newer than this "
+            f"statesaga's {supported}; upgrade statesaga"
+        )
+        self.found = found
+        self.supported = supported
+
+
+class HistoryMismatch(StateSagaError, ValueError):
+    """A saga log does not fit the definition it is read with.
+
+    Attributes:
+        saga: the definition's ``name@vversion``.
+        problem: what does not fit.
+    """
+
+    def __init__(self, saga: str, problem: str) -> None:
+        super().__init__(
+            f"the log does not fit {saga}: {problem}; read it with the definition "
+            "(name, version) the saga ran on"
+        )
+        self.saga = saga
+        self.problem = problem

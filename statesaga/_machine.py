@@ -12,30 +12,30 @@ one per step, one per compensation, and the terminals ``completed``,
   failure is recorded and compensation goes on (ending ``compensation_failed``).
 
 ``transitions`` builds and validates the machine (``SagaMachine.fsm``). The
-engine dispatches each trigger on the machine's own transition table — per
+runner dispatches each trigger on the machine's own transition table — per
 (state, trigger), its transitions in the order ``transitions`` tries them,
 with their conditions — which is what ``Event.trigger`` does, without
 building an ``EventData`` and resolving callbacks by name on every call (five
 times the cost, and a saga fires N + 1 triggers per N steps). A test checks
 that this dispatch and ``Event.trigger`` agree on every state, trigger and
-condition. The saga being driven is a short-lived model object; it is never
-added to the machine, so the machine stays shared and cheap.
+condition. No saga is ever added to the machine as a model, so the machine
+stays shared and cheap. This is the only module that imports ``transitions``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import attrs
 from transitions import Machine, State
 
-from statesaga._definition import TERMINALS, SagaSpec
-from statesaga._status import EntryStatus, SagaStatus
+from statesaga._errors import InvalidTransition
+from statesaga._spec import TERMINALS, SagaSpec, StateKind, TransitionKind, status_of
+from statesaga._status import SagaStatus
 
-StateKind = Literal["step", "compensation", "terminal"]
-TransitionKind = Literal[
-    "forward", "complete", "retry", "fail", "compensate", "compensation_failed", "finish"
-]
+#: The one condition a transition may carry: the name of the model method
+#: ``transitions`` is given for it.
+COMPENSATION_HAD_FAILED = "compensation_had_failed"
 
 
 @attrs.frozen
@@ -51,6 +51,11 @@ class StateInfo:
     name: str
     kind: StateKind
     step: str | None
+
+    @property
+    def status(self) -> SagaStatus:
+        """The status of a saga in this state."""
+        return status_of(self.kind, self.name)
 
 
 @attrs.frozen
@@ -71,43 +76,6 @@ class TransitionInfo:
     dest: str
     kind: TransitionKind
     condition: str | None = None
-
-
-@attrs.frozen
-class Record:
-    """What the log and the saga row record for one transition.
-
-    Attributes:
-        step: the step the left state runs or compensates.
-        outcome: the log status of the attempt that ends (``completed``,
-            ``failed``, ``compensated``, ``compensation_failed``).
-        entered: the log status of the attempt that begins in the entered
-            state (``executing``, ``compensating``), or ``None`` for a terminal.
-        entered_step: the step that entered state runs or compensates.
-        status: the saga's status once in the entered state.
-    """
-
-    step: str
-    outcome: str
-    entered: str | None
-    entered_step: str | None
-    status: str
-
-
-class SagaModel(Protocol):
-    """What the engine hands to ``SagaMachine.fire``."""
-
-    state: str
-
-    def on_transition(self, trigger: str, source: str, dest: str) -> None:
-        """Persist the transition; raising aborts it (the state does not change)."""
-
-    def compensation_had_failed(self) -> bool:
-        """Whether some compensation of this saga failed for good."""
-
-
-class InvalidTransition(RuntimeError):
-    """The engine fired a trigger the current state does not accept (a bug)."""
 
 
 class SagaMachine:
@@ -179,7 +147,7 @@ class SagaMachine:
         def as_dict(t: TransitionInfo) -> dict[str, Any]:
             d: dict[str, Any] = {"trigger": t.trigger, "source": t.source, "dest": t.dest}
             if t.condition == "compensation_failed":
-                d["conditions"] = "compensation_had_failed"
+                d["conditions"] = COMPENSATION_HAD_FAILED
             return d
 
         #: The ``transitions.Machine`` of this definition.
@@ -191,37 +159,19 @@ class SagaMachine:
             auto_transitions=False,
             name=spec.key,
         )
-        self._records = {(t.trigger, t.source, t.dest): self._record(t) for t in ts}
         # Per (source, trigger): the destinations in the order transitions tries
-        # them, each with its conditions as (model method, expected truth).
-        self._table: dict[tuple[str, str], tuple[tuple[str, tuple[tuple[str, bool], ...]], ...]]
-        self._table = {}
+        # them, each with the value COMPENSATION_HAD_FAILED must have (None: any).
+        self._table: dict[tuple[str, str], tuple[tuple[str, bool | None], ...]] = {}
         for trigger, event in self.fsm.events.items():
             for source, candidates in event.transitions.items():
                 self._table[(source, trigger)] = tuple(
-                    (str(t.dest), tuple((str(c.func), bool(c.target)) for c in t.conditions))
-                    for t in candidates
+                    (str(t.dest), _requirement(t.conditions)) for t in candidates
                 )
+        self._transitions = {(t.source, t.trigger, t.dest): t for t in ts}
 
-    def _record(self, t: TransitionInfo) -> Record:
-        src, dst = self._by_name[t.source], self._by_name[t.dest]
-        assert src.step is not None
-        ok = t.trigger == "succeed"
-        if src.kind == "step":
-            outcome = EntryStatus.COMPLETED if ok else EntryStatus.FAILED
-        else:
-            outcome = EntryStatus.COMPENSATED if ok else EntryStatus.COMPENSATION_FAILED
-        if dst.kind == "terminal":
-            return Record(src.step, outcome.value, None, None, SagaStatus(dst.name).value)
-        if dst.kind == "step":
-            entered, status = EntryStatus.EXECUTING, SagaStatus.STARTED
-        else:
-            entered, status = EntryStatus.COMPENSATING, SagaStatus.COMPENSATING
-        return Record(src.step, outcome.value, entered.value, dst.step, status.value)
-
-    def record(self, trigger: str, source: str, dest: str) -> Record:
-        """What the transition ``source --trigger--> dest`` writes to the log and row."""
-        return self._records[(trigger, source, dest)]
+    def __repr__(self) -> str:
+        size = f"{len(self.states)} states, {len(self.transitions)} transitions"
+        return f"<SagaMachine {self.spec.key}: {size}>"
 
     def state(self, name: str) -> StateInfo:
         """The state called ``name``; ``KeyError`` if the machine has none."""
@@ -231,18 +181,28 @@ class SagaMachine:
         """Whether ``name`` is one of the terminal states."""
         return name in TERMINALS
 
-    def fire(self, model: SagaModel, trigger: str) -> str:
-        """Fire ``trigger`` on ``model`` and return the state it entered.
+    def transition(self, source: str, trigger: str, dest: str) -> TransitionInfo:
+        """The transition ``source --trigger--> dest``; ``KeyError`` if there is none."""
+        return self._transitions[(source, trigger, dest)]
 
-        The first of the machine's transitions for the model's state and
-        ``trigger`` whose conditions hold is taken: the model's
-        ``on_transition(trigger, source, dest)`` runs before the state changes;
-        if it raises, the model keeps its state and the error propagates.
+    def next_state(self, source: str, trigger: str, compensation_had_failed: bool) -> str:
+        """The state ``trigger`` leads to from ``source``: the first of the machine's
+        transitions for them whose condition holds, as ``Event.trigger`` picks it.
+
+        Raises:
+            InvalidTransition: ``source`` has no such transition.
         """
-        source = model.state
-        for dest, conditions in self._table.get((source, trigger), ()):
-            if all(bool(getattr(model, name)()) is target for name, target in conditions):
-                model.on_transition(trigger, source, dest)
-                model.state = dest
+        for dest, required in self._table.get((source, trigger), ()):
+            if required is None or required is compensation_had_failed:
                 return dest
-        raise InvalidTransition(f"{self.spec.key}: no {trigger!r} transition from {source}")
+        raise InvalidTransition(self.spec.key, source, trigger)
+
+
+def _requirement(conditions: list[Any]) -> bool | None:
+    """What a transition's conditions ask of COMPENSATION_HAD_FAILED (None: nothing)."""
+    required: bool | None = None
+    for c in conditions:
+        if str(c.func) != COMPENSATION_HAD_FAILED:  # pragma: no cover - built above
+            raise AssertionError(f"unexpected condition {c.func!r}")
+        required = bool(c.target)
+    return required

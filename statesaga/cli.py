@@ -10,8 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from statesaga import LogEntry, SagaEngine, SagaRun
 from statesaga._discovery import find_sagas, import_module
-from statesaga._engine import LogEntry, SagaEngine, SagaRun
 from statesaga._errors import SagaNotFound
 from statesaga._status import SagaStatus
 from statesaga.diagrams.cli import diagram, diagrams

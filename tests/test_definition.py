@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import attrs
 import pytest
 
 from definitions.order import OrderSaga
-from statesaga import InvalidDefinition, Retry, Saga, step
+from statesaga import InvalidDefinition, InvalidTransition, Retry, Saga, step
 
 
 def test_order_saga_compiles_to_spec() -> None:
@@ -133,14 +134,39 @@ def test_abstract_base_needs_no_steps() -> None:
 
 
 def test_duplicate_step_names() -> None:
-    """A step name declared twice in one class body is caught."""
-    with _raises("'pay' is declared twice"):
+    """A step name declared twice in one class body is caught, naming both lines
+    (the second would otherwise silently replace the first, as enum guards against)."""
+    with pytest.raises(InvalidDefinition, match="'pay' is declared twice in the class body") as e:
 
         class Twice(Saga):
             @step
             def pay(self, ctx): ...
 
             @step
+            def pay(self, ctx): ...  # noqa: F811
+
+            @step
+            def ship(self, ctx): ...
+
+    lines, start = inspect.getsourcelines(test_duplicate_step_names)
+    decorators = [start + n for n, text in enumerate(lines) if text.strip() == "@step"]
+    said = re.search(r"the step at line (\d+), then again at line (\d+)", str(e.value))
+    assert said is not None
+    assert [int(said[1]), int(said[2])] == decorators[:2]
+
+
+def test_step_replaced_by_plain_method_in_same_body() -> None:
+    """A plain method that reuses a step's name in the same class body would drop
+    the step silently; it is rejected (overriding in a subclass stays allowed)."""
+    with _raises("'pay' is declared twice in the class body"):
+
+        class Replaced(Saga):
+            @step
+            def pay(self, ctx): ...
+
+            @step
+            def ship(self, ctx): ...
+
             def pay(self, ctx): ...  # noqa: F811
 
 
@@ -200,7 +226,7 @@ def test_compensation_defined_twice() -> None:
 
 def test_same_compensation_name_twice() -> None:
     """A compensation redefined under the same name is rejected."""
-    with _raises("compensation 'refund' of step 'pay' is defined twice"):
+    with _raises("'refund' is declared twice in the class body (the compensation at line"):
 
         class Twice(Saga):
             @step
@@ -310,8 +336,8 @@ def test_retry_policy_validation_and_delays() -> None:
 
 
 def test_dispatch_agrees_with_transitions_event_trigger() -> None:
-    """SagaMachine.fire takes, for every state, trigger and condition value, the same
-    transition as transitions' own Event.trigger on the same machine."""
+    """SagaMachine.next_state picks, for every state, trigger and condition value, the
+    same transition as transitions' own Event.trigger on the same machine."""
     import transitions
 
     from definitions.transfer import TransferSaga
@@ -338,8 +364,8 @@ def test_dispatch_agrees_with_transitions_event_trigger() -> None:
                     ours = Model(state.name, comp_failed)
                     theirs = Model(state.name, comp_failed)
                     try:
-                        machine.fire(ours, trigger)
-                    except Exception:
+                        ours.state = machine.next_state(state.name, trigger, comp_failed)
+                    except InvalidTransition:
                         ours.state = "<none>"
                     try:
                         if not machine.fsm.events[trigger].trigger(theirs):

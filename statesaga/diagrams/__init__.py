@@ -19,13 +19,13 @@ every renderer draws it too::
 """
 
 from statesaga._discovery import find_sagas
+from statesaga._errors import HistoryMismatch
 from statesaga.diagrams.dot import to_dot
 from statesaga.diagrams.generate import Report, generate
 from statesaga.diagrams.mermaid import to_mermaid
 from statesaga.diagrams.model import (
     Edge,
     GraphModel,
-    HistoryMismatch,
     Node,
     PathStep,
     build_model,

@@ -12,10 +12,10 @@ import click
 from statesaga._definition import Saga
 from statesaga._discovery import find_sagas, import_module
 from statesaga._engine import SagaEngine
-from statesaga._errors import SagaNotFound
+from statesaga._errors import HistoryMismatch, SagaNotFound
 from statesaga.diagrams.dot import Direction
 from statesaga.diagrams.generate import generate
-from statesaga.diagrams.model import GraphModel, HistoryMismatch, model_of
+from statesaga.diagrams.model import GraphModel, model_of
 from statesaga.diagrams.render import FORMATS, Format, RenderError, format_for, render, write
 from statesaga.diagrams.sources import DefinitionNotFound, instance_model
 

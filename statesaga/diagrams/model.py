@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 
-from statesaga._definition import TERMINALS, SagaSpec
-from statesaga._errors import StateSagaError
+from statesaga._errors import HistoryMismatch
+from statesaga._spec import TERMINALS, SagaSpec
 
 if TYPE_CHECKING:
     from statesaga._definition import Saga
@@ -40,23 +40,6 @@ NodeOutcome = Literal[
 _ENTERED = ("executing", "compensating")
 _SUCCEEDED = ("completed", "compensated")
 _FAILED = ("failed", "compensation_failed")
-
-
-class HistoryMismatch(StateSagaError, ValueError):
-    """A saga log does not fit the definition it is laid over.
-
-    Attributes:
-        saga: the definition's ``name@vversion``.
-        problem: what does not fit.
-    """
-
-    def __init__(self, saga: str, problem: str) -> None:
-        super().__init__(
-            f"the log does not fit {saga}: {problem}; draw it with the definition "
-            "(name, version) the saga ran on"
-        )
-        self.saga = saga
-        self.problem = problem
 
 
 class HistoryEntry(Protocol):

@@ -14,11 +14,15 @@ from typing import Any
 
 import attrs
 
-from statesaga._definition import Saga, StepSpec
-from statesaga._engine import SagaEngine, SagaRun, StepContext
+from statesaga._definition import Saga
+from statesaga._engine import SagaEngine
+from statesaga._errors import StateSagaError
+from statesaga._runner import StepContext
+from statesaga._spec import StepSpec
+from statesaga._views import SagaRun
 
 
-class ScriptedFailure(Exception):
+class ScriptedFailure(StateSagaError, RuntimeError):
     """The failure a scripted run injects."""
 
 

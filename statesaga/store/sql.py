@@ -20,54 +20,21 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import attrs
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from statesaga._errors import ConcurrentUpdate
+from statesaga._errors import ConcurrentUpdate, SchemaVersionError
+from statesaga.store._rows import LogRecord, LogRow, NewSaga, SagaChanges, SagaRow
 from statesaga.store.schema import INCOMPLETE, SCHEMA_VERSION, log, metadata, sagas, schema_version
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 #: Execution option marking a connection that only reads (SQLite: plain BEGIN).
 READ_ONLY = "statesaga_read_only"
-
-
-@attrs.frozen
-class SagaRow:
-    """A saga row as stored."""
-
-    saga_id: str
-    name: str
-    version: int
-    fingerprint: str
-    status: str
-    state: str
-    attempt: int
-    seq: int
-    input: str
-    error: str | None
-    due_at: float | None
-    created_at: float
-    updated_at: float
-
-
-@attrs.frozen
-class LogRow:
-    """A saga log entry as stored."""
-
-    saga_id: str
-    seq: int
-    step: str
-    status: str
-    attempt: int
-    result: str | None
-    error: str | None
-    at: float
 
 
 def make_engine(
@@ -121,13 +88,10 @@ class Transaction:
         self,
         saga_id: str,
         expected_seq: int,
-        changes: Mapping[str, Any],
-        entries: Sequence[Mapping[str, Any]],
+        changes: SagaChanges,
+        entries: Sequence[LogRecord],
     ) -> None:
         """Update the saga row (fenced on ``expected_seq``) and append log ``entries``.
-
-        ``changes`` must give ``status``, ``state``, ``attempt``, ``seq``,
-        ``error``, ``due_at`` and ``updated_at``.
 
         Raises:
             ConcurrentUpdate: the row's ``seq`` is no longer ``expected_seq``.
@@ -302,7 +266,7 @@ class SqlStore:
             raise
         self.commits += 1
 
-    def _insert_entries(self, cur: Any, entries: Sequence[Mapping[str, Any]]) -> None:
+    def _insert_entries(self, cur: Any, entries: Sequence[LogRecord]) -> None:
         assert self._sql is not None
         if len(entries) == 1:
             cur.execute(self._sql["insert_log"], entries[0])
@@ -323,10 +287,7 @@ class SqlStore:
                     schema_version.insert().values(version=SCHEMA_VERSION, applied_at=time.time())
                 )
             elif found > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"the database has statesaga schema version {found}, newer than this "
-                    f"statesaga's {SCHEMA_VERSION}; upgrade statesaga"
-                )
+                raise SchemaVersionError(found, SCHEMA_VERSION)
         self._ready = True
 
     def schema_version(self) -> int | None:
@@ -346,8 +307,8 @@ class SqlStore:
         self,
         saga_id: str,
         expected_seq: int,
-        changes: Mapping[str, Any],
-        entries: Sequence[Mapping[str, Any]],
+        changes: SagaChanges,
+        entries: Sequence[LogRecord],
     ) -> None:
         """``Transaction.advance`` in a transaction of its own."""
         sql = self._sql
@@ -367,9 +328,7 @@ class SqlStore:
 
         self._direct(sql["update"], work)
 
-    def create(
-        self, row: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]
-    ) -> SagaRow | None:
+    def create(self, row: NewSaga, entries: Sequence[LogRecord]) -> SagaRow | None:
         """Insert a new saga row and its first log entries, in one transaction.
 
         Returns:
@@ -385,7 +344,7 @@ class SqlStore:
             return existing
         return None
 
-    def _create(self, row: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> None:
+    def _create(self, row: NewSaga, entries: Sequence[LogRecord]) -> None:
         sql = self._sql
         if sql is None:
             with self.engine.begin() as conn:
@@ -438,10 +397,20 @@ class SqlStore:
             return [SagaRow(*r) for r in conn.execute(q)]
 
     def list(
-        self, *, status: str | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[SagaRow]:
         """Sagas, newest first, optionally filtered by status and name."""
-        q = sa.select(sagas).order_by(sagas.c.created_at.desc()).limit(limit)
+        q = (
+            sa.select(sagas)
+            .order_by(sagas.c.created_at.desc(), sagas.c.saga_id)
+            .limit(limit)
+            .offset(offset)
+        )
         if status is not None:
             q = q.where(sagas.c.status == status)
         if name is not None:

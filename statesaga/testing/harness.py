@@ -20,15 +20,18 @@ from typing import Any, Literal
 import attrs
 
 from statesaga._definition import Saga
-from statesaga._engine import Hooks, LogEntry, SagaEngine
+from statesaga._engine import SagaEngine
+from statesaga._errors import StateSagaError
+from statesaga._runner import Hooks
 from statesaga._status import SagaStatus
+from statesaga._views import LogEntry
 from statesaga.testing.invariants import check_saga, fail, format_timeline, outcomes
 
 CrashPointName = Literal["before_handler", "before_commit", "after_commit"]
 CRASH_POINTS: tuple[CrashPointName, ...] = ("before_handler", "before_commit", "after_commit")
 
 
-class InjectedFault(Exception):
+class InjectedFault(StateSagaError, RuntimeError):
     """The default error an injected failure raises."""
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from statesaga._definition import SagaSpec
-from statesaga._engine import LogEntry
+from statesaga._errors import StateSagaError
+from statesaga._spec import SagaSpec
 from statesaga._status import EntryStatus, SagaStatus
+from statesaga._views import LogEntry
 
 _STEP_STATUSES = (EntryStatus.EXECUTING, EntryStatus.COMPLETED, EntryStatus.FAILED)
 
 
-class InvariantViolation(AssertionError):
+class InvariantViolation(StateSagaError, AssertionError):
     """A saga broke one of the saga invariants. The message shows its log."""
 
 

@@ -1,0 +1,415 @@
+"""The saga log protocol, as pure functions: what a transition writes, and how a
+log becomes a run again.
+
+Every transition of a saga appends to its log the outcome of the attempt that
+ends (``completed``, ``failed``, ``compensated``, ``compensation_failed``) and,
+unless it enters a terminal, the start of the attempt that begins
+(``executing``, ``compensating``), and updates the saga row — in one
+transaction. Read back in order, a log is therefore a path of the saga's
+state machine; ``replay`` walks it and returns the moves it took, checking
+each against the machine. The runner rebuilds a live run from it
+(``Journal.rebuild``) and the diagram overlay draws it; neither re-derives
+the protocol.
+
+Nothing here does I/O: the store persists what this module builds, and hands
+back rows for it to read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from statesaga import _codec as codec
+from statesaga._errors import HistoryMismatch
+from statesaga._machine import SagaMachine, StateInfo
+from statesaga._spec import SagaSpec, StateKind, TransitionKind
+from statesaga._status import EntryStatus, SagaStatus
+from statesaga._views import results
+from statesaga.store import LogRecord, LogRow, NewSaga, SagaChanges, SagaRow
+
+#: The entry that starts an attempt in a state of each kind.
+ENTERED: Mapping[StateKind, EntryStatus] = {
+    "step": EntryStatus.EXECUTING,
+    "compensation": EntryStatus.COMPENSATING,
+}
+#: The entry that ends an attempt, by the state's kind and whether it succeeded.
+OUTCOMES: Mapping[tuple[StateKind, bool], EntryStatus] = {
+    ("step", True): EntryStatus.COMPLETED,
+    ("step", False): EntryStatus.FAILED,
+    ("compensation", True): EntryStatus.COMPENSATED,
+    ("compensation", False): EntryStatus.COMPENSATION_FAILED,
+}
+_KIND_OF_ENTERED = {status: kind for kind, status in ENTERED.items()}
+_OUTCOME_OF = {status: key for key, status in OUTCOMES.items()}
+
+
+class Entry(Protocol):
+    """What ``replay`` reads of a log entry (``LogRow`` and ``LogEntry`` fit)."""
+
+    @property
+    def step(self) -> str:
+        """The step the entry concerns."""
+
+    @property
+    def status(self) -> str:
+        """The entry's status (an ``EntryStatus`` value)."""
+
+    @property
+    def attempt(self) -> int:
+        """The attempt number."""
+
+    @property
+    def error(self) -> str | None:
+        """The error of a failed attempt."""
+
+
+@attrs.frozen
+class Move:
+    """One transition a saga took, read back from its log.
+
+    Attributes:
+        source: the state it left.
+        dest: the state it entered.
+        trigger: ``succeed``, ``retry`` or ``fail``.
+        kind: what the transition means (see ``TransitionInfo.kind``).
+        attempt: the attempt of ``source`` that ended with it.
+        error: that attempt's error, if it failed.
+    """
+
+    source: str
+    dest: str
+    trigger: str
+    kind: TransitionKind
+    attempt: int
+    error: str | None
+
+
+@attrs.frozen
+class Replay:
+    """A saga log walked through its machine.
+
+    Attributes:
+        moves: the transitions taken, in order.
+        state: the state the saga is in at the end of the log.
+        entered: for each state, the entries that started an attempt in it
+            (attempts, counting one re-run per crash).
+        failures: failed attempts of ``state`` since the saga entered it: what
+            its retry policy has used up.
+        compensation_failed: whether some compensation failed for good.
+    """
+
+    moves: tuple[Move, ...]
+    state: str
+    entered: Mapping[str, int]
+    failures: int
+    compensation_failed: bool
+
+
+def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
+    """Walk a saga's log through its machine.
+
+    An outcome entry followed by the start of an attempt is one transition (a
+    failure followed by the same state again is a retry); an outcome at the end
+    of the log leads to a terminal; an attempt started twice in a row is a
+    re-run after a crash. Every transition must be the one the machine takes.
+
+    Raises:
+        HistoryMismatch: the log is not a path of the machine from its start.
+    """
+    key = machine.spec.key
+    moves: list[Move] = []
+    entered: dict[str, int] = {}
+    state: str | None = None  # the state whose attempt is open
+    ended: tuple[str, bool, Entry] | None = None  # (state, succeeded, its outcome entry)
+    failures = 0
+    comp_failed = False
+
+    def move(source: str, trigger: str, error_entry: Entry, expected: str | None) -> str:
+        nonlocal comp_failed
+        if trigger == "fail" and machine.state(source).kind == "compensation":
+            comp_failed = True
+        dest = machine.next_state(source, trigger, comp_failed)
+        if expected is not None and dest != expected:
+            raise HistoryMismatch(
+                key, f"after {source!r} {trigger}s the machine enters {dest!r}, not {expected!r}"
+            )
+        kind = machine.transition(source, trigger, dest).kind
+        error = error_entry.error if trigger != "succeed" else None
+        moves.append(Move(source, dest, trigger, kind, error_entry.attempt, error))
+        return dest
+
+    for i, entry in enumerate(entries, 1):
+        status = str(entry.status)
+        if status in _KIND_OF_ENTERED:
+            target = _state_of(machine, entry.step, _KIND_OF_ENTERED[EntryStatus(status)], i)
+            if ended is not None:
+                source, ok, outcome = ended
+                trigger = "succeed" if ok else "retry" if target == source else "fail"
+                move(source, trigger, outcome, target)
+                failures = failures + 1 if trigger == "retry" else 0
+                ended = None
+            elif state is None and target != machine.initial:
+                raise HistoryMismatch(
+                    key, f"entry {i} starts at {target!r}, not {machine.initial!r}"
+                )
+            elif state is not None and state != target:
+                raise HistoryMismatch(
+                    key, f"entry {i} enters {target!r} while {state!r} had no outcome"
+                )
+            state = target
+            entered[target] = entered.get(target, 0) + 1
+        elif status in _OUTCOME_OF:
+            kind, ok = _OUTCOME_OF[EntryStatus(status)]
+            owner = _state_of(machine, entry.step, kind, i)
+            if state is None or ended is not None or owner != state:
+                raise HistoryMismatch(
+                    key,
+                    f"entry {i} ({entry.step} {status}) does not follow the start of its attempt",
+                )
+            ended = (state, ok, entry)
+        else:
+            raise HistoryMismatch(key, f"entry {i} has an unknown status {status!r}")
+
+    if ended is not None:
+        source, ok, outcome = ended
+        state = move(source, "succeed" if ok else "fail", outcome, None)
+        if not machine.is_terminal(state):
+            raise HistoryMismatch(
+                key, f"the log ends as {source!r} is left, but the machine goes on to {state!r}"
+            )
+        failures = 0
+    return Replay(
+        moves=tuple(moves),
+        state=state if state is not None else machine.initial,
+        entered=entered,
+        failures=failures,
+        compensation_failed=comp_failed,
+    )
+
+
+def _state_of(machine: SagaMachine, step: str, kind: StateKind, index: int) -> str:
+    """The state an entry of ``kind`` about ``step`` concerns."""
+    spec = machine.spec
+    try:
+        s = spec.step(step)
+    except KeyError:
+        raise HistoryMismatch(
+            spec.key, f"entry {index} names {step!r}, which is not a step"
+        ) from None
+    if kind == "step":
+        return s.name
+    if s.compensation is None:
+        raise HistoryMismatch(
+            spec.key, f"entry {index} compensates {step!r}, which has no compensation"
+        )
+    return s.compensation.name
+
+
+@attrs.frozen
+class _Plan:
+    """What a transition writes: the outcome entry of the attempt that ends, the
+    start entry of the one that begins (``None`` into a terminal), the saga's status."""
+
+    step: str
+    outcome: str
+    failed: bool
+    entered: str | None
+    entered_step: str | None
+    status: str
+
+
+@attrs.frozen
+class Rebuilt:
+    """A stored saga, read back to be driven on.
+
+    Attributes:
+        input: its input, rebuilt as the saga's ``input_type``.
+        results: its completed steps' results, rebuilt as their types.
+        replay: its log walked through the machine.
+    """
+
+    input: Any
+    results: dict[str, Any]
+    replay: Replay
+
+
+class Journal:
+    """The log protocol of one saga definition.
+
+    Args:
+        spec: the definition.
+        machine: its state machine.
+    """
+
+    def __init__(self, spec: SagaSpec, machine: SagaMachine) -> None:
+        self.spec = spec
+        self.machine = machine
+        self._plans = {
+            (t.source, t.trigger, t.dest): self._plan(machine.state(t.source), t.trigger, t.dest)
+            for t in machine.transitions
+        }
+
+    def _plan(self, src: StateInfo, trigger: str, dest: str) -> _Plan:
+        assert src.step is not None and src.kind != "terminal"
+        ok = trigger == "succeed"
+        dst = self.machine.state(dest)
+        entered = None if dst.kind == "terminal" else ENTERED[dst.kind].value
+        return _Plan(
+            src.step, OUTCOMES[(src.kind, ok)].value, not ok, entered, dst.step, dst.status.value
+        )
+
+    def created(
+        self, saga_id: str, input_text: str, now: float, *, running: bool
+    ) -> tuple[NewSaga, list[LogRecord]]:
+        """The row and first entries of a new saga; ``running``: its first attempt
+        starts now (else it waits, attempt 0, for a runner to start it)."""
+        first = self.machine.initial
+        entries = [_record(saga_id, 1, first, EntryStatus.EXECUTING, 1, now)] if running else []
+        row: NewSaga = {
+            "saga_id": saga_id,
+            "name": self.spec.name,
+            "version": self.spec.version,
+            "fingerprint": self.spec.fingerprint,
+            "status": SagaStatus.STARTED.value,
+            "state": first,
+            "attempt": 1 if running else 0,
+            "seq": len(entries),
+            "input": input_text,
+            "error": None,
+            "due_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return row, entries
+
+    def transition(
+        self,
+        saga_id: str,
+        seq: int,
+        attempt: int,
+        source: str,
+        trigger: str,
+        dest: str,
+        outcome: str | None,
+        error: str | None,
+        due_at: float | None,
+        now: float,
+    ) -> tuple[SagaChanges, list[LogRecord]]:
+        """What ``source --trigger--> dest`` writes.
+
+        Args:
+            saga_id: the saga.
+            seq: the log entries written so far (the row's fence).
+            attempt: the attempt of ``source`` that ended.
+            source: the state left; trigger: the trigger fired; dest: the state entered.
+            outcome: the ending attempt's result as JSON, or its error text if it failed.
+            error: the saga's error (what made it compensate), if any.
+            due_at: for a retry, when the next attempt is due.
+            now: the time of the transition.
+        """
+        plan = self._plans[(source, trigger, dest)]
+        seq += 1
+        entries: list[LogRecord] = [
+            {
+                "saga_id": saga_id,
+                "seq": seq,
+                "step": plan.step,
+                "status": plan.outcome,
+                "attempt": attempt,
+                "result": None if plan.failed else outcome,
+                "error": outcome if plan.failed else None,
+                "at": now,
+            }
+        ]
+        next_attempt = 0
+        if plan.entered is not None:
+            assert plan.entered_step is not None
+            next_attempt = attempt + 1 if trigger == "retry" else 1
+            seq += 1
+            entries.append(
+                {
+                    "saga_id": saga_id,
+                    "seq": seq,
+                    "step": plan.entered_step,
+                    "status": plan.entered,
+                    "attempt": next_attempt,
+                    "result": None,
+                    "error": None,
+                    "at": now,
+                }
+            )
+        changes: SagaChanges = {
+            "status": plan.status,
+            "state": dest,
+            "attempt": next_attempt,
+            "seq": seq,
+            "error": error,
+            "due_at": due_at if trigger == "retry" else None,
+            "updated_at": now,
+        }
+        return changes, entries
+
+    def reentry(self, row: SagaRow, now: float) -> tuple[SagaChanges, LogRecord]:
+        """What starting the next attempt of a stored saga's state writes (on resume,
+        so that a crash during it is counted)."""
+        info = self.machine.state(row.state)
+        assert info.step is not None and info.kind != "terminal"
+        attempt = row.attempt + 1
+        entry = _record(row.saga_id, row.seq + 1, info.step, ENTERED[info.kind], attempt, now)
+        changes: SagaChanges = {
+            "status": row.status,
+            "state": row.state,
+            "attempt": attempt,
+            "seq": row.seq + 1,
+            "error": row.error,
+            "due_at": row.due_at,
+            "updated_at": now,
+        }
+        return changes, entry
+
+    def rebuild(self, row: SagaRow, log: Sequence[LogRow]) -> Rebuilt:
+        """Read a stored saga back: its input, results and position.
+
+        Raises:
+            HistoryMismatch: the row and its log disagree, or the log is not a
+                path of this definition's machine.
+            Exception: the stored input or a result cannot be decoded.
+        """
+        key = self.spec.key
+        try:
+            info = self.machine.state(row.state)
+        except KeyError:
+            raise HistoryMismatch(key, f"its state {row.state!r} is not a state of {key}") from None
+        if len(log) != row.seq:
+            raise HistoryMismatch(
+                key, f"its row says {row.seq} log entries but the log has {len(log)}"
+            )
+        walked = replay(self.machine, log)
+        if walked.state != row.state or info.status.value != row.status:
+            raise HistoryMismatch(
+                key,
+                f"its row says {row.status} in {row.state!r} but its log leads to {walked.state!r}",
+            )
+        return Rebuilt(
+            input=codec.loads(row.input, self.spec.input_type),
+            results=results(log, self.spec),
+            replay=walked,
+        )
+
+
+def _record(
+    saga_id: str, seq: int, step: str, status: EntryStatus, attempt: int, now: float
+) -> LogRecord:
+    return {
+        "saga_id": saga_id,
+        "seq": seq,
+        "step": step,
+        "status": status.value,
+        "attempt": attempt,
+        "result": None,
+        "error": None,
+        "at": now,
+    }

@@ -1,0 +1,433 @@
+"""Drive one saga: attempt its current state's handler, decide, fire, persist.
+
+A saga's life is a loop over its FSM state: call the handler of the current
+state (a step or a compensation), pick the trigger its outcome calls for
+(``succeed``, ``retry`` or ``fail``), ask the machine where that leads, and
+commit what the journal says the transition writes — the log entries and the
+saga row in one transaction — before the run moves on. The stored state is
+therefore always the state about to run: after a crash a runner resumes
+exactly there (``Runner.reload``).
+
+This is the one place a handler is called (``Runner._call``) and a transition
+is committed (``Runner._fire``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from sqlalchemy.engine import Connection
+
+from statesaga import _codec as codec
+from statesaga._errors import (
+    DeadlineExceeded,
+    HistoryMismatch,
+    ResumeError,
+    SerializationError,
+    StepTimeout,
+)
+from statesaga._journal import Journal
+from statesaga._machine import SagaMachine
+from statesaga._spec import Retry, SagaSpec, StepSpec
+from statesaga._views import SagaRun, snapshot
+from statesaga.store import SagaRow, SqlStore, Transaction
+
+
+@attrs.frozen
+class StepContext:
+    """What a step or compensation handler is given.
+
+    Attributes:
+        saga_id: the saga's id.
+        step: the step's name (for a compensation: the step it compensates).
+        attempt: this attempt's number, from 1; it grows across retries and resumes.
+        input: the saga's input.
+        idempotency_key: stable for this saga and step (or compensation) across
+            retries, crashes and resumes: pass it to external services so they
+            can drop duplicates.
+        results: results of the steps completed so far, by step name.
+        connection: for ``transactional=True`` steps, the connection of the
+            transaction that records the step's completion; ``None`` otherwise.
+    """
+
+    saga_id: str
+    step: str
+    attempt: int
+    input: Any
+    idempotency_key: str
+    results: Mapping[str, Any]
+    connection: Connection | None = None
+
+
+class Hooks:
+    """Observation and fault-injection points inside the runner.
+
+    ``statesaga.testing`` subclasses this to inject failures and simulate
+    crashes; applications may use it for tracing. Set ``engine.hooks``.
+    """
+
+    def call(
+        self, saga_id: str, state: str, attempt: int, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
+        """Invoke a handler (``fn(*args)``) for ``state``; may raise instead."""
+        return fn(*args)
+
+    def point(self, point: str, saga_id: str, state: str, attempt: int) -> None:
+        """Called at ``before_commit`` (the state is the one being left) and
+        ``after_commit`` (the state is the one entered)."""
+
+
+@attrs.frozen
+class Definition:
+    """A registered saga definition: what the runner needs to drive its sagas.
+
+    Attributes:
+        spec: the frozen definition.
+        machine: its state machine.
+        saga: the instance whose methods are the handlers.
+        journal: its log protocol.
+    """
+
+    spec: SagaSpec
+    machine: SagaMachine
+    saga: Any
+    journal: Journal
+
+    @classmethod
+    def of(cls, saga: Any) -> Definition:
+        """The definition of a saga instance."""
+        spec: SagaSpec = type(saga).spec
+        machine: SagaMachine = type(saga).machine
+        return cls(spec, machine, saga, Journal(spec, machine))
+
+
+#: Errors no retry policy retries: retrying cannot help.
+_FINAL = (SerializationError, DeadlineExceeded)
+
+
+class _Rollback(Exception):
+    """Carries a transactional step's error out of its transaction, rolling it back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def describe(error: BaseException) -> str:
+    """An error as the log records it: ``Type: message``."""
+    return f"{type(error).__name__}: {error}"
+
+
+class LiveRun:
+    """One saga while a runner drives it: where it is and what it has."""
+
+    __slots__ = (
+        "attempt",
+        "comp_failed",
+        "deadline_at",
+        "defn",
+        "due_at",
+        "error",
+        "failures",
+        "input",
+        "loop",
+        "outcome",
+        "results",
+        "saga_id",
+        "seq",
+        "state",
+        "tx",
+    )
+
+    def __init__(
+        self,
+        defn: Definition,
+        saga_id: str,
+        input: Any,
+        state: str,
+        attempt: int,
+        seq: int,
+        created_at: float,
+    ) -> None:
+        self.defn = defn
+        self.saga_id = saga_id
+        self.input = input
+        self.state = state
+        self.attempt = attempt
+        self.seq = seq
+        self.results: dict[str, Any] = {}
+        self.failures = 0  # failed attempts of the current state, for its retry policy
+        self.comp_failed = False
+        self.error: str | None = None
+        self.outcome: str | None = None  # JSON result or error text of the last attempt
+        self.due_at: float | None = None
+        self.tx: Transaction | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # where async handlers run
+        deadline = defn.spec.deadline
+        self.deadline_at = None if deadline is None else created_at + deadline
+
+    def snapshot(self) -> SagaRun:
+        """The run as the caller sees it."""
+        return snapshot(
+            self.defn.spec, self.defn.machine, self.saga_id, self.state, self.results, self.error
+        )
+
+
+class Runner:
+    """Drives sagas on a store.
+
+    Args:
+        store: where transitions are committed.
+        clock: the time source (UNIX seconds).
+        sleep: how a retry delay is waited out.
+    """
+
+    def __init__(
+        self, store: SqlStore, clock: Callable[[], float], sleep: Callable[[float], None]
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.sleep = sleep
+        self.hooks: Hooks | None = None
+
+    def reload(self, defn: Definition, row: SagaRow) -> LiveRun:
+        """Rebuild a stored, unfinished saga from its row and log, and record the
+        attempt about to be made (so that a crash during it is counted).
+
+        Raises:
+            ResumeError: its row or log cannot be read or do not fit ``defn``;
+                nothing was written.
+            ConcurrentUpdate: another runner moved it first.
+        """
+        try:
+            rebuilt = defn.journal.rebuild(row, self.store.log(row.saga_id))
+        except HistoryMismatch as exc:
+            raise ResumeError(row.saga_id, exc.problem) from exc
+        except Exception as exc:
+            raise ResumeError(
+                row.saga_id, f"its stored data cannot be read: {describe(exc)}"
+            ) from exc
+        run = LiveRun(
+            defn, row.saga_id, rebuilt.input, row.state, row.attempt, row.seq, row.created_at
+        )
+        run.results = rebuilt.results
+        run.error = row.error
+        run.due_at = row.due_at
+        run.failures = rebuilt.replay.failures
+        run.comp_failed = rebuilt.replay.compensation_failed
+        changes, entry = defn.journal.reentry(row, self.clock())
+        self.store.advance(row.saga_id, row.seq, changes, [entry])
+        run.attempt = changes["attempt"]
+        run.seq = changes["seq"]
+        return run
+
+    def drive(self, run: LiveRun) -> SagaRun:
+        """Run the saga until it reaches a terminal state."""
+        try:
+            machine = run.defn.machine
+            spec = run.defn.spec
+            while not machine.is_terminal(run.state):
+                info = machine.state(run.state)
+                assert info.step is not None
+                step = spec.step(info.step)
+                if run.due_at is not None:
+                    wait = run.due_at - self.clock()
+                    if wait > 0:
+                        self.sleep(wait)
+                    run.due_at = None
+                if info.kind == "step":
+                    self._attempt_step(run, step)
+                else:
+                    self._attempt_compensation(run, step)
+        finally:
+            self.store.release()
+        return run.snapshot()
+
+    # -- one attempt ------------------------------------------------------
+
+    def _context(
+        self, run: LiveRun, step: str, key: str, connection: Connection | None
+    ) -> StepContext:
+        return StepContext(
+            saga_id=run.saga_id,
+            step=step,
+            attempt=run.attempt,
+            input=run.input,
+            idempotency_key=f"{run.saga_id}:{key}",
+            results=run.results,
+            connection=connection,
+        )
+
+    def _attempt_step(self, run: LiveRun, step: StepSpec) -> None:
+        def invoke(connection: Connection | None) -> Callable[[], None]:
+            if run.deadline_at is not None and self.clock() >= run.deadline_at:
+                raise DeadlineExceeded(run.saga_id, step.name, run.defn.spec.deadline or 0.0)
+            ctx = self._context(run, step.name, step.name, connection)
+            args = (run.defn.saga, ctx)
+            result = self._call(run, step.handler, args, step.timeout, step.name, step.is_async)
+            text = self._encode_result(run, step, result)
+
+            def record() -> None:
+                run.results[step.name] = result
+                run.outcome = text
+                self._fire(run, "succeed")
+
+            return record
+
+        self._attempt(run, step.transactional, step.retry, invoke, compensation=False)
+
+    def _attempt_compensation(self, run: LiveRun, step: StepSpec) -> None:
+        comp = step.compensation
+        assert comp is not None
+
+        def invoke(connection: Connection | None) -> Callable[[], None]:
+            ctx = self._context(run, step.name, comp.name, connection)
+            args = (run.defn.saga, ctx, run.results.get(step.name))
+            self._call(run, comp.handler, args, None, comp.name, comp.is_async)
+
+            def record() -> None:
+                run.outcome = None
+                self._fire(run, "succeed")
+
+            return record
+
+        self._attempt(run, comp.transactional, comp.retry, invoke, compensation=True)
+
+    def _attempt(
+        self,
+        run: LiveRun,
+        transactional: bool,
+        retry: Retry,
+        invoke: Callable[[Connection | None], Callable[[], None]],
+        compensation: bool,
+    ) -> None:
+        """Make one attempt: ``invoke`` runs the handler and returns how to record
+        its success; a failure goes to the retry policy. A transactional attempt
+        runs the handler and records its success in one transaction."""
+        if not transactional:
+            try:
+                record = invoke(None)
+            except Exception as exc:
+                self._failed(run, retry, exc, compensation)
+                return
+            record()
+            return
+        try:
+            with self.store.transaction() as tx:
+                try:
+                    record = invoke(tx.connection)
+                except Exception as exc:
+                    # Leaving the block rolls back the handler's own writes.
+                    raise _Rollback(exc) from exc
+                run.tx = tx
+                try:
+                    record()
+                finally:
+                    run.tx = None
+        except _Rollback as rollback:
+            self._failed(run, retry, rollback.error, compensation)
+            return
+        self._probe("after_commit", run)
+
+    def _call(
+        self,
+        run: LiveRun,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        timeout: float | None,
+        what: str,
+        is_async: bool,
+    ) -> Any:
+        """Call a handler, sync or async, within its timeout.
+
+        An async handler is cancelled when its timeout expires. A sync handler
+        cannot be stopped: it runs to its end, and if that took longer than its
+        timeout its result is discarded and the attempt counts as failed.
+        """
+        hooks = self.hooks
+        if is_async:
+            coro = (
+                fn(*args)
+                if hooks is None
+                else hooks.call(run.saga_id, run.state, run.attempt, fn, args)
+            )
+            if timeout is not None:
+                coro = asyncio.wait_for(coro, timeout)
+            try:
+                if run.loop is not None:
+                    return asyncio.run_coroutine_threadsafe(coro, run.loop).result()
+                return asyncio.run(coro)
+            except TimeoutError as exc:
+                if timeout is None:
+                    raise
+                raise StepTimeout(run.saga_id, what, timeout) from exc
+        started = time.monotonic()
+        result = (
+            fn(*args)
+            if hooks is None
+            else hooks.call(run.saga_id, run.state, run.attempt, fn, args)
+        )
+        if timeout is not None and time.monotonic() - started > timeout:
+            raise StepTimeout(run.saga_id, what, timeout)
+        return result
+
+    def _encode_result(self, run: LiveRun, step: StepSpec, result: Any) -> str:
+        try:
+            return codec.dumps(result)
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                run.defn.spec.name, run.saga_id, step.name, result, str(exc)
+            ) from exc
+
+    def _failed(self, run: LiveRun, retry: Retry, error: Exception, compensation: bool) -> None:
+        run.failures += 1
+        run.outcome = describe(error)
+        if not isinstance(error, _FINAL) and retry.should_retry(error, run.failures):
+            run.due_at = self.clock() + retry.delay(run.failures)
+            self._fire(run, "retry")
+            return
+        if compensation:
+            run.comp_failed = True
+        elif run.error is None:
+            run.error = run.outcome
+        self._fire(run, "fail")
+
+    # -- one transition ---------------------------------------------------
+
+    def _fire(self, run: LiveRun, trigger: str) -> None:
+        """Take the transition ``trigger`` calls for: commit what it writes (in the
+        attempt's transaction, if it has one), then move the run into its state."""
+        source = run.state
+        dest = run.defn.machine.next_state(source, trigger, run.comp_failed)
+        changes, entries = run.defn.journal.transition(
+            run.saga_id,
+            run.seq,
+            run.attempt,
+            source,
+            trigger,
+            dest,
+            run.outcome,
+            run.error,
+            run.due_at,
+            self.clock(),
+        )
+        self._probe("before_commit", run)
+        if run.tx is not None:
+            run.tx.advance(run.saga_id, run.seq, changes, entries)
+        else:
+            self.store.advance(run.saga_id, run.seq, changes, entries)
+        run.state = dest
+        run.seq = changes["seq"]
+        run.attempt = changes["attempt"]
+        if trigger != "retry":
+            run.failures = 0
+        if run.tx is None:
+            self._probe("after_commit", run)
+
+    def _probe(self, point: str, run: LiveRun) -> None:
+        if self.hooks is not None:
+            self.hooks.point(point, run.saga_id, run.state, run.attempt)
