@@ -321,6 +321,7 @@ class SagaEngine:
             saga_id=row.saga_id,
             name=row.name,
             version=row.version,
+            fingerprint=row.fingerprint,
             status=SagaStatus(row.status),
             state=row.state,
             results=views.results(self.store.log(saga_id), spec),

@@ -47,6 +47,7 @@ class SagaRun:
         saga_id: its id.
         name: its definition's name.
         version: its definition's version.
+        fingerprint: its definition's structural fingerprint.
         status: its status.
         state: its FSM state (the step or compensation in flight, or a terminal).
         results: the results of its completed steps, by step name.
@@ -57,6 +58,7 @@ class SagaRun:
     saga_id: str
     name: str
     version: int
+    fingerprint: str
     status: SagaStatus
     state: str
     results: Mapping[str, Any]
@@ -77,6 +79,7 @@ class SagaSummary:
         saga_id: its id.
         name: its definition's name.
         version: its definition's version.
+        fingerprint: its definition's structural fingerprint.
         status: its status.
         state: its FSM state.
         attempt: the attempt number of the step or compensation in ``state``
@@ -89,6 +92,7 @@ class SagaSummary:
     saga_id: str
     name: str
     version: int
+    fingerprint: str
     status: SagaStatus
     state: str
     attempt: int
@@ -136,6 +140,7 @@ def summary(row: SagaRow) -> SagaSummary:
         saga_id=row.saga_id,
         name=row.name,
         version=row.version,
+        fingerprint=row.fingerprint,
         status=SagaStatus(row.status),
         state=row.state,
         attempt=row.attempt,
@@ -158,6 +163,7 @@ def snapshot(
         saga_id=saga_id,
         name=spec.name,
         version=spec.version,
+        fingerprint=spec.fingerprint,
         status=machine.state(state).status,
         state=state,
         results=dict(results),
