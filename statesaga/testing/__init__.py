@@ -55,6 +55,13 @@ __all__ = [
     "outcomes",
 ]
 
+# Public names report the package a user imports them from.
+for _name in __all__:
+    _obj = globals().get(_name)
+    if isinstance(_obj, type) or callable(_obj):
+        _obj.__module__ = __name__
+del _name, _obj
+
 
 def __getattr__(name: str) -> Any:
     """Import the names that need Hypothesis on first use."""

@@ -132,3 +132,6 @@ class SagaStateMachine(RuleBasedStateMachine):
         if self.stranded:
             self.recover()
         self.harness.close()
+
+
+SagaStateMachine.__module__ = "statesaga.testing"  # its public home
