@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
@@ -149,21 +148,19 @@ def recover(db: str, definitions: str) -> None:
 def list_(db: str, status: str | None, name: str | None, limit: int) -> None:
     """List sagas, newest first."""
     with SagaEngine(db) as engine:
-        engine.store.ensure_schema()
-        rows = engine.store.list(status=status, name=name, limit=limit)
-    table = Table(title=f"{len(rows)} saga(s)", title_justify="left")
+        sagas = engine.list(status=status, name=name, limit=limit)
+    table = Table(title=f"{len(sagas)} saga(s)", title_justify="left")
     for col in ("saga", "definition", "status", "state", "attempt", "updated", "error"):
         table.add_column(col)
-    for r in rows:
-        updated = datetime.fromtimestamp(r.updated_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    for s in sagas:
         table.add_row(
-            r.saga_id,
-            f"{r.name}@v{r.version}",
-            r.status,
-            r.state,
-            str(r.attempt),
-            updated,
-            r.error or "",
+            s.saga_id,
+            f"{s.name}@v{s.version}",
+            s.status.value,
+            s.state,
+            str(s.attempt),
+            s.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            s.error or "",
         )
     console.print(table)
 
