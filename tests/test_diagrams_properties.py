@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from statesaga import InvalidDefinition, Retry, Saga, SagaEngine, step
 from statesaga._definition import TERMINALS
+from statesaga._journal import replay
 from statesaga.diagrams import GraphModel, model_of, scripted_run, to_dot, to_mermaid
 
 _names = itertools.count()
@@ -150,7 +151,8 @@ def test_overlay_of_any_run_follows_the_model(
     path is a walk over the model's edges from the initial state, numbered 1..n,
     entering exactly the states the log enters, in log order, and ending in the
     terminal of the saga's status; each edge's numbers are the positions at
-    which the path takes it."""
+    which the path takes it. The path is the journal's own reading of the log
+    (``replay``), move for move."""
     saga, script = run
     saga_id = f"{saga.spec.name}-run"
     result = scripted_run(saga, engine, saga_id, script)
@@ -158,6 +160,10 @@ def test_overlay_of_any_run_follows_the_model(
     model = model_of(saga).with_path(history, result.status.value, saga_id=saga_id)
 
     assert [p.number for p in model.path] == list(range(1, len(model.path) + 1))
+    moves = replay(saga.machine, history).moves
+    assert [(p.source, p.dest, p.kind, p.attempt, p.error) for p in model.path] == [
+        (m.source, m.dest, m.kind, m.attempt, m.error) for m in moves
+    ]
     assert model.path[0].source == model.initial if model.path else True
     for a, b in itertools.pairwise(model.path):
         assert a.dest == b.source

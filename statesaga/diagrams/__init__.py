@@ -21,16 +21,10 @@ every renderer draws it too::
 from statesaga._discovery import find_sagas
 from statesaga._errors import HistoryMismatch
 from statesaga.diagrams.dot import to_dot
+from statesaga.diagrams.extract import build_model, model_of
 from statesaga.diagrams.generate import Report, generate
 from statesaga.diagrams.mermaid import to_mermaid
-from statesaga.diagrams.model import (
-    Edge,
-    GraphModel,
-    Node,
-    PathStep,
-    build_model,
-    model_of,
-)
+from statesaga.diagrams.model import Edge, GraphModel, Node, PathStep
 from statesaga.diagrams.render import RenderError, render, render_dot, write
 from statesaga.diagrams.scripted import ScriptedFailure, scripted_run
 from statesaga.diagrams.sources import DefinitionNotFound, instance_model

@@ -15,7 +15,8 @@ from statesaga._engine import SagaEngine
 from statesaga._errors import HistoryMismatch, SagaNotFound
 from statesaga.diagrams.dot import Direction
 from statesaga.diagrams.generate import generate
-from statesaga.diagrams.model import GraphModel, model_of
+from statesaga.diagrams.extract import model_of
+from statesaga.diagrams.model import GraphModel
 from statesaga.diagrams.render import FORMATS, Format, RenderError, format_for, render, write
 from statesaga.diagrams.sources import DefinitionNotFound, instance_model
 

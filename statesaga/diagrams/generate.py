@@ -27,7 +27,8 @@ from statesaga._definition import Saga
 from statesaga._engine import SagaEngine
 from statesaga.diagrams.dot import to_dot
 from statesaga.diagrams.mermaid import to_mermaid
-from statesaga.diagrams.model import GraphModel, model_of
+from statesaga.diagrams.extract import model_of
+from statesaga.diagrams.model import GraphModel
 from statesaga.diagrams.render import Renderer, render_dot
 from statesaga.diagrams.scripted import scripted_run
 

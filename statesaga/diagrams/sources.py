@@ -9,7 +9,8 @@ from statesaga._definition import Saga
 from statesaga._discovery import qualname
 from statesaga._engine import SagaEngine
 from statesaga._errors import NotRegistered, SagaNotFound
-from statesaga.diagrams.model import GraphModel, model_of
+from statesaga.diagrams.extract import model_of
+from statesaga.diagrams.model import GraphModel
 
 
 class DefinitionNotFound(NotRegistered):
