@@ -415,6 +415,29 @@ def test_dot_of_an_overlay_numbers_taken_edges_and_greys_the_rest(
     assert "saga <b>o-7</b>" in dot
 
 
+def test_dot_and_mermaid_draw_each_state_in_the_same_colours(
+    order_engine: SagaEngine, services: FakeServices
+) -> None:
+    """Both renderers read one palette: in a definition and in an overlay, every
+    state has the same line and fill colour in DOT as in Mermaid."""
+    services.fail("inventory.reserve", times=None)
+    order_engine.run(OrderSaga, OrderRequest("c-10", 1.0), saga_id="o-10")
+    for model in (model_of(OrderSaga), overlay_of(order_engine, "o-10")):
+        graph = pygraphviz.AGraph(string=to_dot(model))
+        mermaid = to_mermaid(model).splitlines()
+        styles = {
+            name: dict(part.split(":") for part in css.split(","))
+            for name, css in (ln.split()[1:3] for ln in mermaid if ln.startswith("    classDef "))
+        }
+        of = dict(ln.split()[1:3] for ln in mermaid if ln.startswith("    class "))
+        for n in model.nodes:
+            dot = graph.get_node(n.id).attr
+            assert (dot["color"], dot["fillcolor"]) == (
+                styles[of[n.id]]["stroke"],
+                styles[of[n.id]]["fill"],
+            ), n.id
+
+
 def test_dot_is_deterministic_and_both_directions_render() -> None:
     """The same model gives the same DOT; LR and TB both render without a
     Graphviz error or warning."""

@@ -12,6 +12,8 @@ The visual language:
   ``compensation_failed``;
 - in an instance overlay, what the saga did is coloured and what it did not is
   greyed out; each transition it took carries its number in the path.
+
+The colours are the ``palette``'s, which Mermaid uses too.
 """
 
 from __future__ import annotations
@@ -24,43 +26,27 @@ from typing import Literal
 import graphviz
 
 from statesaga.diagrams.model import Edge, GraphModel, Node
+from statesaga.diagrams.palette import (
+    BLUE,
+    DARK_RED,
+    EDGE_COLOUR,
+    FAINT,
+    GREY,
+    MUTED,
+    ORANGE,
+    OUTCOME_COLOURS,
+    PURPLE,
+    RED,
+    STATE_COLOURS,
+    TERMINAL_COLOURS,
+    TEXT,
+    WHITE,
+    status_colour,
+)
 
 Direction = Literal["LR", "TB"]
 
 FONT = "Helvetica,Arial,sans-serif"
-
-# Colours: one hue per meaning, a light fill and a strong line of it.
-BLUE, BLUE_FILL = "#1a73e8", "#e8f0fe"
-ORANGE, ORANGE_FILL = "#e37400", "#fef3e0"
-GREEN, GREEN_FILL = "#188038", "#e6f4ea"
-RED, RED_FILL = "#d93025", "#fce8e6"
-DARK_RED, DARK_RED_FILL = "#a50e0e", "#f6d5d3"
-PURPLE, PURPLE_FILL = "#9334e6", "#f3e8fd"
-GREY, FAINT, TEXT = "#5f6368", "#c4c7c5", "#202124"
-
-#: Line colour of each edge kind.
-EDGE_COLOUR = {
-    "forward": BLUE,
-    "complete": BLUE,
-    "retry": GREY,
-    "fail": RED,
-    "compensate": ORANGE,
-    "compensation_failed": DARK_RED,
-    "finish": ORANGE,
-}
-TERMINAL_COLOURS = {
-    "completed": (GREEN, GREEN_FILL),
-    "failed": (RED, RED_FILL),
-    "compensation_failed": (DARK_RED, DARK_RED_FILL),
-}
-#: Fill and line of a visited node, by its outcome in an overlay.
-OUTCOME_COLOURS = {
-    "completed": (GREEN, "#ceead6"),
-    "failed": (RED, "#f6aea9"),
-    "compensated": (ORANGE, "#fde0b8"),
-    "compensation_failed": (DARK_RED, "#f6aea9"),
-    "running": (PURPLE, PURPLE_FILL),
-}
 START = "__start__"
 
 
@@ -86,7 +72,7 @@ def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Di
         newrank="true",
         nodesep="0.35",
         ranksep="0.55",
-        bgcolor="white",
+        bgcolor=WHITE,
         fontname=FONT,
         labelloc="t",
         labeljust="l",
@@ -177,11 +163,7 @@ def _title(model: GraphModel) -> str:
         f"{deadline}</td></tr>"
     ]
     if model.is_instance:
-        colour = {
-            "completed": GREEN,
-            "failed": RED,
-            "compensation_failed": DARK_RED,
-        }.get(model.status or "", PURPLE)
+        colour = status_colour(model.status)
         saga = _esc(model.saga_id) if model.saga_id else "one saga"
         rows.append(
             f'<tr><td align="left">saga <b>{saga}</b>: '
@@ -223,8 +205,8 @@ def _legend(overlay: bool) -> str:
             swatch(*OUTCOME_COLOURS["compensated"], "compensated"),
             swatch(*OUTCOME_COLOURS["failed"], "failed"),
             swatch(*OUTCOME_COLOURS["running"], "running"),
-            swatch(FAINT, "white", "not reached"),
-            f'<td bgcolor="{GREY}"><font color="white" point-size="10"><b> n </b></font></td>'
+            swatch(FAINT, WHITE, "not reached"),
+            f'<td bgcolor="{GREY}"><font color="{WHITE}" point-size="10"><b> n </b></font></td>'
             '<td align="left"> n-th transition taken</td>',
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -254,11 +236,11 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
             if n.outcome == "reached":
                 attrs["penwidth"] = "3"
             else:
-                attrs.update(color=FAINT, fillcolor="white", fontcolor=FAINT)
+                attrs.update(color=FAINT, fillcolor=WHITE, fontcolor=FAINT)
         return attrs
 
     step_kind = n.kind == "step"
-    line, fill = (BLUE, BLUE_FILL) if step_kind else (ORANGE, ORANGE_FILL)
+    line, fill = STATE_COLOURS[n.kind]
     details: list[str] = []
     if step_kind:
         assert n.index is not None
@@ -283,7 +265,7 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
     style = "rounded,filled"
     if overlay:
         if n.outcome is None:
-            line, fill, fontcolor, sub_colour = FAINT, "white", "#9aa0a6", "#9aa0a6"
+            line, fill, fontcolor, sub_colour = FAINT, WHITE, MUTED, MUTED
         else:
             line, fill = OUTCOME_COLOURS[n.outcome]
             penwidth = "2.5"
@@ -336,7 +318,7 @@ def _edge_attrs(e: Edge, overlay: bool) -> dict[str, str]:
 def _badges(numbers: tuple[int, ...], colour: str, label: str | None) -> str:
     """Numbers in filled boxes (the path positions), then the edge's own label."""
     cells = "".join(
-        f'<td bgcolor="{colour}"><font color="white" point-size="10"><b> {n} </b></font></td>'
+        f'<td bgcolor="{colour}"><font color="{WHITE}" point-size="10"><b> {n} </b></font></td>'
         for n in numbers
     )
     if label:

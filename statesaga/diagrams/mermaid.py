@@ -14,22 +14,43 @@ import re
 from typing import Literal
 
 from statesaga.diagrams.model import Edge, GraphModel, Node
+from statesaga.diagrams.palette import (
+    FAINT,
+    MUTED,
+    OUTCOME_COLOURS,
+    STATE_COLOURS,
+    TERMINAL_COLOURS,
+    TEXT,
+    WHITE,
+)
 
-#: ``classDef`` of each kind of state and each overlay outcome.
+#: Stroke width (px) of a state an overlay shows the saga entered, by its outcome.
+_OUTCOME_WIDTH = {
+    "completed": 2,
+    "failed": 3,
+    "compensated": 2,
+    "compensation_failed": 3,
+    "running": 4,
+}
+
+
+def _css(line: str, fill: str, text: str = TEXT, width: int | None = None) -> str:
+    css = f"fill:{fill},stroke:{line},color:{text}"
+    return f"{css},stroke-width:{width}px" if width else css
+
+
+#: ``classDef`` of each kind of state and each overlay outcome, in the palette's colours.
 CLASSES = {
-    "step": "fill:#e8f0fe,stroke:#1a73e8,color:#202124",
-    "nocomp": "fill:#e8f0fe,stroke:#1a73e8,color:#202124,stroke-dasharray:4 3",
-    "compensation": "fill:#fef3e0,stroke:#e37400,color:#202124",
-    "t_completed": "fill:#e6f4ea,stroke:#188038,color:#188038,stroke-width:3px",
-    "t_failed": "fill:#fce8e6,stroke:#d93025,color:#d93025,stroke-width:3px",
-    "t_compensation_failed": "fill:#f6d5d3,stroke:#a50e0e,color:#a50e0e,stroke-width:3px",
-    "o_completed": "fill:#ceead6,stroke:#188038,color:#202124,stroke-width:2px",
-    "o_failed": "fill:#f6aea9,stroke:#d93025,color:#202124,stroke-width:3px",
-    "o_compensated": "fill:#fde0b8,stroke:#e37400,color:#202124,stroke-width:2px",
-    "o_compensation_failed": "fill:#f6aea9,stroke:#a50e0e,color:#202124,stroke-width:3px",
-    "o_running": "fill:#f3e8fd,stroke:#9334e6,color:#202124,stroke-width:4px",
+    "step": _css(*STATE_COLOURS["step"]),
+    "nocomp": _css(*STATE_COLOURS["step"]) + ",stroke-dasharray:4 3",
+    "compensation": _css(*STATE_COLOURS["compensation"]),
+    **{f"t_{t}": _css(line, fill, line, 3) for t, (line, fill) in TERMINAL_COLOURS.items()},
+    **{
+        f"o_{o}": _css(line, fill, width=_OUTCOME_WIDTH[o])
+        for o, (line, fill) in OUTCOME_COLOURS.items()
+    },
     "o_reached": "stroke-width:4px",
-    "o_none": "fill:#ffffff,stroke:#c4c7c5,color:#9aa0a6",
+    "o_none": _css(FAINT, WHITE, MUTED),
 }
 
 
