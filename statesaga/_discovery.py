@@ -1,4 +1,9 @@
-"""Finding saga definitions in a package, for the CLI and the diagram generator."""
+"""Finding saga definitions in a package, for the CLIs and the diagram generator.
+
+``load_sagas`` is what a ``--definitions PACKAGE`` option calls: it imports the
+package and every module in it and returns their saga classes, and whatever
+stops it is one ``ImportError`` whose message names the package and the fix.
+"""
 
 from __future__ import annotations
 
@@ -25,10 +30,14 @@ def import_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise ImportError(
-            f"cannot import {name!r}: {exc}. Run from the folder that contains it, "
-            "or put it on PYTHONPATH."
-        ) from exc
+        missing = exc.name or ""
+        if missing and (name == missing or name.startswith(f"{missing}.")):
+            advice = "Run from the folder that contains it, or put it on PYTHONPATH."
+        else:  # found, but something it imports is not
+            advice = (
+                f"It was found, but an import in it failed: install or fix what {name} imports."
+            )
+        raise ImportError(f"cannot import {name!r}: {exc}. {advice}") from exc
 
 
 def find_sagas(package: str | ModuleType) -> list[type[Saga]]:
@@ -50,7 +59,7 @@ def find_sagas(package: str | ModuleType) -> list[type[Saga]]:
     modules = [root]
     if hasattr(root, "__path__"):
         for info in pkgutil.walk_packages(root.__path__, prefix=f"{root.__name__}."):
-            modules.append(importlib.import_module(info.name))
+            modules.append(import_module(info.name))
     found: dict[tuple[str, int], type[Saga]] = {}
     for module in modules:
         for _, cls in inspect.getmembers(module, inspect.isclass):
@@ -68,6 +77,27 @@ def find_sagas(package: str | ModuleType) -> list[type[Saga]]:
                     )
                 found[key] = cls
     return [found[k] for k in sorted(found)]
+
+
+def load_sagas(package: str) -> list[type[Saga]]:
+    """The saga classes of the package a ``--definitions`` option names.
+
+    Args:
+        package: the dotted name of a package or module, looked up in the
+            current directory first, then on ``sys.path``.
+
+    Returns:
+        Its saga classes, as ``find_sagas`` finds them.
+
+    Raises:
+        ImportError: the package or one of its modules cannot be imported, or
+            two of its classes share a name and version; the message says which
+            and what to do.
+    """
+    try:
+        return find_sagas(package)
+    except ValueError as exc:
+        raise ImportError(f"cannot load the sagas of {package!r}: {exc}") from exc
 
 
 def qualname(cls: type) -> str:

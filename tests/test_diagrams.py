@@ -17,6 +17,7 @@ from definitions.services import FakeServices
 from definitions.transfer import TransferSaga
 from definitions.trip import TripSaga
 from statesaga import EntryStatus, Hooks, LogEntry, Saga, SagaEngine, SagaStatus
+from statesaga._discovery import load_sagas
 from statesaga.cli import main
 from statesaga.diagrams import (
     DefinitionNotFound,
@@ -346,6 +347,34 @@ def test_find_sagas_collects_every_definition_of_a_package() -> None:
     assert found == sorted(found, key=lambda s: (s.spec.name, s.spec.version))
     assert {OrderSaga, TripSaga, TransferSaga} <= set(found)
     assert len(found) == len({(s.spec.name, s.spec.version) for s in found})
+
+
+def test_load_sagas_fails_with_one_error_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_sagas`` (behind every ``--definitions``) returns what ``find_sagas``
+    finds, and raises ImportError, naming the module and the fix, for a package
+    that is not there, a module whose own import fails, and two classes with
+    one name and version."""
+    assert load_sagas("definitions") == find_sagas("definitions")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_sagas adds the folder to it
+    with pytest.raises(ImportError, match=r"'no_such_pkg'.*Run from the folder that contains it"):
+        load_sagas("no_such_pkg")
+
+    saga = "from statesaga import Saga, step\n\nclass {0}(Saga):\n    name = 'twice'\n"
+    saga += "\n    @step()\n    def one(self, ctx):\n        return None\n"
+    package = tmp_path / "dup_defs"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text(saga.format("A"))
+    (package / "b.py").write_text(saga.format("B"))
+    (package / "c.py").write_text("import no_such_dependency\n")
+    with pytest.raises(ImportError, match=r"'dup_defs.c'.*install or fix what dup_defs.c imports"):
+        load_sagas("dup_defs")
+    (package / "c.py").unlink()
+    with pytest.raises(ImportError, match=r"'dup_defs'.*twice@v1 is defined twice"):
+        load_sagas("dup_defs")
 
 
 # -- DOT --------------------------------------------------------------------

@@ -10,12 +10,12 @@ from typing import cast
 import click
 
 from statesaga._definition import Saga
-from statesaga._discovery import find_sagas, import_module
+from statesaga._discovery import import_module, load_sagas
 from statesaga._engine import SagaEngine
 from statesaga._errors import HistoryMismatch, SagaNotFound
 from statesaga.diagrams.dot import Direction
-from statesaga.diagrams.generate import generate
 from statesaga.diagrams.extract import model_of
+from statesaga.diagrams.generate import generate
 from statesaga.diagrams.model import GraphModel
 from statesaga.diagrams.render import FORMATS, Format, RenderError, format_for, render, write
 from statesaga.diagrams.sources import DefinitionNotFound, instance_model
@@ -42,10 +42,9 @@ def _saga_class(target: str) -> type[Saga]:
 
 
 def _sagas(package: str) -> list[type[Saga]]:
-    _import(package)
     try:
-        return find_sagas(package)
-    except (ImportError, ValueError) as exc:
+        return load_sagas(package)
+    except ImportError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
