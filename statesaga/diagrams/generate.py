@@ -26,11 +26,12 @@ import attrs
 from statesaga._definition import Saga
 from statesaga._engine import SagaEngine
 from statesaga.diagrams.dot import to_dot
-from statesaga.diagrams.mermaid import to_mermaid
 from statesaga.diagrams.extract import model_of
+from statesaga.diagrams.mermaid import to_mermaid
 from statesaga.diagrams.model import GraphModel
 from statesaga.diagrams.render import Renderer, render_dot
 from statesaga.diagrams.scripted import scripted_run
+from statesaga.diagrams.sources import instance_model
 
 #: Marks every file ``generate`` writes; a marked file it would no longer
 #: write is left over from a removed definition, and is deleted.
@@ -105,14 +106,11 @@ def drawings(sagas: Sequence[type[Saga]]) -> list[Drawing]:
         for saga in sagas:
             spec = saga.spec
             stem = f"{spec.name}-v{spec.version}"
-            model = model_of(saga)
-            out.append(_drawing(stem, f"{spec.name} v{spec.version}", model))
+            out.append(_drawing(stem, f"{spec.name} v{spec.version}", model_of(saga)))
             saga_id = f"{stem}-example"
-            run = scripted_run(saga, engine, saga_id, example_failures(saga))
-            overlay = model.with_path(
-                engine.history(saga_id), run.status.value, saga_id=saga_id, error=run.error
-            )
-            title = f"{spec.name} v{spec.version}: an example run that ends {run.status.value}"
+            scripted_run(saga, engine, saga_id, example_failures(saga))
+            overlay = instance_model(engine, saga_id, [saga])
+            title = f"{spec.name} v{spec.version}: an example run that ends {overlay.status}"
             out.append(_drawing(f"{stem}-example-run", title, overlay))
     finally:
         engine.close()

@@ -1,5 +1,5 @@
-"""Where diagrams come from: saga classes found in a package, and sagas read
-from a store."""
+"""Overlays of stored sagas: a saga read through the engine, matched to the
+definition it ran on by name, version and fingerprint."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from statesaga._definition import Saga
 from statesaga._discovery import qualname
 from statesaga._engine import SagaEngine
-from statesaga._errors import NotRegistered, SagaNotFound
+from statesaga._errors import NotRegistered
 from statesaga.diagrams.extract import model_of
 from statesaga.diagrams.model import GraphModel
 
@@ -49,28 +49,24 @@ def instance_model(engine: SagaEngine, saga_id: str, sagas: Iterable[type[Saga]]
             its fingerprint differs (the definition changed since the saga started).
         HistoryMismatch: the saga's log does not fit the definition.
     """
-    engine.store.ensure_schema()
-    row = engine.store.get(saga_id)
-    if row is None:
-        raise SagaNotFound(saga_id)
+    run = engine.get(saga_id)
     sagas = list(sagas)
-    found = [s for s in sagas if (s.spec.name, s.spec.version) == (row.name, row.version)]
+    found = [s for s in sagas if (s.spec.name, s.spec.version) == (run.name, run.version)]
     if not found:
         known = ", ".join(s.spec.key for s in sagas) or "none"
         raise DefinitionNotFound(
-            saga_id, row.name, row.version, row.fingerprint, f"no definition given has it ({known})"
+            saga_id, run.name, run.version, run.fingerprint, f"no definition given has it ({known})"
         )
     saga = found[0]
-    if saga.spec.fingerprint != row.fingerprint:
+    if saga.spec.fingerprint != run.fingerprint:
         raise DefinitionNotFound(
             saga_id,
-            row.name,
-            row.version,
-            row.fingerprint,
+            run.name,
+            run.version,
+            run.fingerprint,
             f"{qualname(saga)} has fingerprint {saga.spec.fingerprint} (its steps changed "
             "without a version bump)",
         )
-    run = engine.get(saga_id)
     return model_of(saga).with_path(
         engine.history(saga_id), run.status.value, saga_id=saga_id, error=run.error
     )
