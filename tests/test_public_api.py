@@ -72,6 +72,27 @@ PUBLIC: dict[str, list[str]] = {
         "Transaction",
         "make_engine",
     ],
+    "statesaga.diagrams": [
+        "DefinitionNotFound",
+        "Edge",
+        "GraphModel",
+        "Node",
+        "PathStep",
+        "RenderError",
+        "Report",
+        "ScriptedFailure",
+        "build_model",
+        "find_sagas",
+        "generate",
+        "instance_model",
+        "model_of",
+        "render",
+        "render_dot",
+        "scripted_run",
+        "to_dot",
+        "to_mermaid",
+        "write",
+    ],
 }
 
 

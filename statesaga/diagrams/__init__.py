@@ -1,12 +1,13 @@
 """Diagrams of sagas: spec → graph model → DOT | SVG/PNG | Mermaid.
 
 A definition is first extracted into a plain graph model (``model_of``): one
-node per state of its state machine, one edge per transition. Renderers read
-that model: ``to_dot`` (DOT source through the ``graphviz`` package, no binary
-needed), ``render``/``write`` (SVG and PNG through ``pygraphviz``'s bundled
-Graphviz, or a ``dot`` binary), and ``to_mermaid`` (``stateDiagram-v2`` for
-Markdown). One saga's actual path is data laid over the same model
-(``GraphModel.with_path``, or ``instance_model`` straight from a store), so
+node per state of its state machine, one edge per transition, of the machine's
+own kinds. Renderers read that model: ``to_dot`` (DOT source through the
+``graphviz`` package, no binary needed), ``render``/``write`` (SVG and PNG
+through ``pygraphviz``'s bundled Graphviz, or a ``dot`` binary), and
+``to_mermaid`` (``stateDiagram-v2`` for Markdown). One saga's actual path is
+data laid over the same model (``GraphModel.with_path``, or ``instance_model``
+straight from a store), read through the journal's parser of the saga log, so
 every renderer draws it too::
 
     from statesaga.diagrams import instance_model, model_of, write
@@ -16,10 +17,17 @@ every renderer draws it too::
 
 ``generate`` keeps a folder of every saga's drawings up to date (the
 ``statesaga diagrams`` command; ``--check`` in CI).
+
+Inside: ``model`` (the data), ``extract`` (definition → model), ``overlay``
+(saga log → what became of each state), ``palette`` (the colours), ``dot``,
+``mermaid`` and ``render`` (the renderers), ``sources``, ``scripted`` and
+``generate`` (where drawings come from and go).
+
+``HistoryMismatch`` is ``statesaga.HistoryMismatch``, importable from here too.
 """
 
 from statesaga._discovery import find_sagas
-from statesaga._errors import HistoryMismatch
+from statesaga._errors import HistoryMismatch as HistoryMismatch
 from statesaga.diagrams.dot import to_dot
 from statesaga.diagrams.extract import build_model, model_of
 from statesaga.diagrams.generate import Report, generate
@@ -33,7 +41,6 @@ __all__ = [
     "DefinitionNotFound",
     "Edge",
     "GraphModel",
-    "HistoryMismatch",
     "Node",
     "PathStep",
     "RenderError",
@@ -51,3 +58,9 @@ __all__ = [
     "to_mermaid",
     "write",
 ]
+
+# Public names report the package a user imports them from. HistoryMismatch is
+# not among them: it is statesaga's own, and reports ``statesaga``.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name
