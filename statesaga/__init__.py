@@ -10,11 +10,12 @@ with an underscore are the implementation.
 """
 
 from statesaga._definition import Saga, step
-from statesaga._engine import RecoveryReport, SagaEngine
+from statesaga._engine import SagaEngine
 from statesaga._errors import (
     ConcurrentUpdate,
     DeadlineExceeded,
     DefinitionConflict,
+    EngineClosed,
     HistoryMismatch,
     InvalidDefinition,
     InvalidInput,
@@ -23,6 +24,7 @@ from statesaga._errors import (
     ResumeError,
     SagaIdConflict,
     SagaNotFound,
+    SchemaMissing,
     SchemaVersionError,
     SerializationError,
     StateSagaError,
@@ -33,12 +35,14 @@ from statesaga._runner import Hooks, StepContext
 from statesaga._spec import CompensationSpec, Retry, SagaSpec, StepSpec
 from statesaga._status import EntryStatus, SagaStatus
 from statesaga._views import LogEntry, SagaRun, SagaSummary
+from statesaga._worker import RecoveryReport, Worker
 
 __all__ = [
     "CompensationSpec",
     "ConcurrentUpdate",
     "DeadlineExceeded",
     "DefinitionConflict",
+    "EngineClosed",
     "EntryStatus",
     "HistoryMismatch",
     "Hooks",
@@ -59,12 +63,14 @@ __all__ = [
     "SagaSpec",
     "SagaStatus",
     "SagaSummary",
+    "SchemaMissing",
     "SchemaVersionError",
     "SerializationError",
     "StateSagaError",
     "StepContext",
     "StepSpec",
     "StepTimeout",
+    "Worker",
     "step",
 ]
 __version__ = "0.1.0"

@@ -1,17 +1,27 @@
 """The ``SagaEngine`` facade: register definitions, start and run sagas, read them.
 
 The engine is the public door and holds little: a registry of definitions,
-the store, and a runner. Driving a saga is the runner's job; what a
-transition writes and how a log is read back is the journal's; SQL is the
-store's.
+the store, its leases and a runner. Driving a saga is the runner's job; what
+a transition writes and how a log is read back is the journal's; claiming and
+parking is the worker's; SQL is the store's.
+
+Every runner owns the sagas it drives through a lease: ``run`` creates its
+saga already owned, ``resume`` and workers claim theirs, and every write is
+fenced by the lease epoch. So ``run``, ``resume``, ``recover`` and any number
+of workers, in any number of processes, can share one database: a saga
+another live runner drives is left to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -30,25 +40,14 @@ from statesaga._errors import (
     SagaNotFound,
     SerializationError,
 )
-from statesaga._runner import Definition, Hooks, LiveRun, Runner
+from statesaga._leases import Leases
+from statesaga._runner import Definition, HandlerLoop, Hooks, LiveRun, Runner
 from statesaga._spec import SagaSpec
 from statesaga._status import SagaStatus
 from statesaga._views import LogEntry, SagaRun, SagaSummary
+from statesaga._worker import RecoveryReport, Worker
 from statesaga.store import SagaRow, SqlStore, make_engine
-
-
-@attrs.frozen
-class RecoveryReport:
-    """What ``recover`` did.
-
-    Attributes:
-        resumed: the sagas it resumed, in their final state.
-        skipped: the sagas it could not resume, each with its reason; they were
-            left untouched.
-    """
-
-    resumed: list[SagaRun]
-    skipped: list[ResumeError]
+from statesaga.store.migrations import upgrade
 
 
 class SagaEngine:
@@ -61,10 +60,22 @@ class SagaEngine:
             default: durable across process crashes, may lose the last commits
             on power loss) or ``FULL`` (durable across power loss).
         clock: the time source (UNIX seconds); tests may replace it.
-        sleep: how the engine waits for a retry delay; tests may replace it.
+        sleep: how ``run`` and ``resume`` wait out a retry delay; tests may
+            replace it (workers and ``recover`` park the saga instead).
+        lease: seconds a runner's hold on a saga lasts without renewal. A
+            shorter lease lets another process take over a dead one's sagas
+            sooner; a longer one tolerates longer stalls (GC pauses, a slow
+            database) before a live runner is taken over.
+        heartbeat: seconds between lease renewals while handlers run (default:
+            a third of ``lease``); each renewal is one statement for all of
+            the engine's sagas.
+        pool_size: connections the engine's pool keeps (with a URL); size it
+            from the concurrency of transactional steps. Plain transitions
+            borrow a connection only for their commit.
 
     Attributes:
         store: the SQL store the engine reads and writes.
+        owner: this engine's id, written on the sagas it holds.
     """
 
     def __init__(
@@ -74,20 +85,31 @@ class SagaEngine:
         sqlite_synchronous: str = "NORMAL",
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        lease: float = 30.0,
+        heartbeat: float | None = None,
+        pool_size: int | None = None,
     ) -> None:
         if isinstance(url_or_engine, str):
-            db = make_engine(url_or_engine, sqlite_synchronous=sqlite_synchronous)
+            db = make_engine(
+                url_or_engine, sqlite_synchronous=sqlite_synchronous, pool_size=pool_size
+            )
         else:
             db = url_or_engine
         self.store = SqlStore(db)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._definitions: dict[tuple[str, int], Definition] = {}
         self._clock = clock
-        self._runner = Runner(self.store, clock, sleep)
+        self._leases = Leases(self.store, self.owner, lease, clock, heartbeat)
+        self._handler_loop = HandlerLoop()
+        self._runner = Runner(self.store, self._leases, clock, sleep, self._handler_loop)
+        self._workers: set[Worker] = set()
+        self._workers_lock = threading.Lock()
+        # Sagas this engine found it cannot resume: not claimed again by it.
+        self._unresumable_ids: set[str] = set()
 
     def __repr__(self) -> str:
-        url = self.store.engine.url.render_as_string(hide_password=True)
         keys = ", ".join(d.spec.key for d in self._definitions.values()) or "none"
-        return f"<SagaEngine {url} definitions: {keys}>"
+        return f"<SagaEngine {self.store.url} owner={self.owner} definitions: {keys}>"
 
     @property
     def hooks(self) -> Hooks | None:
@@ -99,8 +121,33 @@ class SagaEngine:
         self._runner.hooks = hooks
 
     def close(self) -> None:
-        """Close the engine's database connections."""
+        """Stop the engine's workers, let go of the sagas it holds, and close its
+        connections once the commits in flight are done. A saga whose handler is
+        still running in another thread is left where it was (resumable); that
+        thread's next write raises ``EngineClosed``."""
+        with self._workers_lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.stop(grace=0)
+        self._leases.close()
+        held = self._leases.held()
+        if held:
+            with contextlib.suppress(Exception):  # else the leases simply expire
+                self.store.release(self.owner, held)
         self.store.close()
+        self._handler_loop.close()
+
+    def upgrade(self) -> tuple[int | None, int]:
+        """Create the schema, or upgrade an older one in place (safe when many
+        processes do it at once).
+
+        Returns:
+            The schema version found (``None``: there was none) and the one now.
+
+        Raises:
+            SchemaVersionError: the database's schema is newer or unknown.
+        """
+        return upgrade(self.store.engine)
 
     def __enter__(self) -> SagaEngine:
         return self
@@ -211,30 +258,40 @@ class SagaEngine:
         saga_id: str | None,
         loop: asyncio.AbstractEventLoop | None,
     ) -> SagaRun:
-        run, existing = self._create(saga, input, saga_id, running=True)
-        if existing is not None:
-            return existing
+        run = self._create(saga, input, saga_id, held=True)
+        if isinstance(run, SagaRun):
+            return run  # it existed already
         run.loop = loop
-        return self._runner.drive(run)
+        return self._runner.drive(run) or self.get(run.saga_id)
 
     def start(
         self, saga: type[Saga] | Saga, input: Any = None, saga_id: str | None = None
     ) -> SagaRun:
-        """Record a new saga without running it; ``resume`` or ``recover`` runs it later.
+        """Record a new saga without running it, and return at once: a worker (in
+        any process) runs it, or ``resume``/``recover`` does.
 
         Idempotent on ``saga_id`` like ``run``.
         """
-        try:
-            run, existing = self._create(saga, input, saga_id, running=False)
-        finally:
-            self.store.release()
-        return existing if existing is not None else run.snapshot()
+        run = self._create(saga, input, saga_id, held=False)
+        if isinstance(run, SagaRun):
+            return run  # it existed already
+        with self._workers_lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.wake()
+        return run.snapshot()
+
+    async def astart(
+        self, saga: type[Saga] | Saga, input: Any = None, saga_id: str | None = None
+    ) -> SagaRun:
+        """``start`` for async applications: the commit runs in a thread."""
+        return await asyncio.to_thread(self.start, saga, input, saga_id)
 
     def _create(
-        self, saga: type[Saga] | Saga, input: Any, saga_id: str | None, *, running: bool
-    ) -> tuple[LiveRun, SagaRun | None]:
-        """Store a new saga (its first attempt started when ``running``); return it,
-        and the existing saga instead when ``saga_id`` is taken."""
+        self, saga: type[Saga] | Saga, input: Any, saga_id: str | None, *, held: bool
+    ) -> LiveRun | SagaRun:
+        """Store a new saga (``held``: owned by this engine, its first attempt
+        started) and return it; when ``saga_id`` is taken, the existing saga instead."""
         defn = self._definition_for(saga)
         spec = defn.spec
         if spec.input_type is not None and not isinstance(input, spec.input_type):
@@ -246,24 +303,28 @@ class SagaEngine:
             raise SerializationError(spec.name, saga_id, "input", input, str(exc)) from exc
         self.store.ensure_schema()
         now = self._clock()
-        row, entries = defn.journal.created(sid, input_text, now, running=running)
-        found = self.store.create(row, entries)
-        run = LiveRun(defn, sid, input, row["state"], row["attempt"], row["seq"], now)
+        lease = (self.owner, self._leases.until()) if held else None
+        row, entries = defn.journal.created(sid, input_text, now, lease=lease)
+        found = self.store.create(row, entries, notify=not held)
         if found is None:
-            return run, None
+            if lease is not None:
+                self._leases.hold(sid, lease[1])
+            return LiveRun(
+                defn, sid, input, row["state"], row["attempt"], row["seq"], now, row["lease_epoch"]
+            )
         if found.name != spec.name:
             raise SagaIdConflict(sid, found.name, spec.name)
-        return run, attrs.evolve(self.get(sid), created=False)
+        return attrs.evolve(self.get(sid), created=False)
 
     # -- resuming ---------------------------------------------------------
 
     def resume(self, saga_id: str) -> SagaRun:
-        """Run a stored saga from its persisted state to a terminal state.
+        """Run a stored saga from its persisted state to a terminal state, here.
 
         Completed steps never run again; the step or compensation that was in
         flight runs again with the same idempotency key and the next attempt
         number; later steps and compensations get the stored results. A
-        terminal saga is returned as it is.
+        terminal saga, or one another live runner holds, is returned as it is.
 
         Raises:
             SagaNotFound: no saga has that id.
@@ -278,35 +339,126 @@ class SagaEngine:
         return await asyncio.to_thread(self._resume, saga_id, loop)
 
     def _resume(self, saga_id: str, loop: asyncio.AbstractEventLoop | None) -> SagaRun:
-        self.store.ensure_schema()
+        self.store.require_schema()
         row = self.store.get(saga_id)
         if row is None:
             raise SagaNotFound(saga_id)
         if SagaStatus(row.status).is_terminal:
             return self.get(saga_id)
-        run = self._runner.reload(self._definition_of(row), row)
+        defn = self._definition_of(row)
+        now = self._clock()
+        taken = self.store.claim(
+            self.owner,
+            self._leases.until(),
+            now,
+            [_key(defn.spec)],
+            saga_id=saga_id,
+            due_only=False,
+        )
+        if not taken:
+            return self.get(saga_id)  # another live runner holds it
+        run = self._claimed(defn, taken[0])
         run.loop = loop
-        return self._runner.drive(run)
+        return self._runner.drive(run) or self.get(saga_id)
 
-    def recover(self) -> RecoveryReport:
-        """Resume every incomplete saga (``started`` or ``compensating``).
+    def _claimed(self, defn: Definition, row: SagaRow) -> LiveRun:
+        """The live run of a saga just claimed; an unresumable one is let go again."""
+        try:
+            return self._runner.claimed(defn, row)
+        except ResumeError:
+            self._unresumable_ids.add(row.saga_id)
+            self.store.release(self.owner, [row.saga_id])
+            raise
 
-        A saga that cannot be resumed is reported with its reason and left
-        untouched; the others go on.
+    def recover(self, concurrency: int = 1, *, wait: bool = True) -> RecoveryReport:
+        """Drive every saga that is runnable now and that no live runner holds —
+        those of a process that died, and those started but never run — to its end.
+
+        Safe beside live workers and other ``recover`` calls, in any process: a
+        saga someone else holds is left to them, silently. A saga that cannot be
+        resumed is reported with its reason and left untouched; the others go on.
+
+        Args:
+            concurrency: sagas driven at once.
+            wait: wait out retry delays (a waiting saga holds one of the
+                ``concurrency`` threads; the others go on); ``False``: leave such
+                a saga parked at its delay, for a worker.
         """
         self.store.ensure_schema()
-        resumed: list[SagaRun] = []
+        return Worker(self, concurrency).drain(wait)
+
+    def worker(self, concurrency: int = 8, *, poll: float = 1.0, grace: float = 30.0) -> Worker:
+        """A worker that claims and drives this engine's sagas (see ``Worker``):
+        ``run()`` it, ``start()`` it in a thread, or enter it (``with``/``async with``).
+
+        Args:
+            concurrency: sagas driven at once; it never claims more.
+            poll: the longest idle wait between claims, in seconds.
+            grace: seconds a stop lets running handlers finish.
+        """
+        self.store.ensure_schema()
+        return Worker(self, concurrency, poll=poll, grace=grace)
+
+    # -- what workers use --------------------------------------------------
+
+    def _keys(self) -> list[tuple[str, int, str]]:
+        return [_key(d.spec) for d in self._definitions.values()]
+
+    def _take(
+        self, limit: int, loop: asyncio.AbstractEventLoop | None, parks: bool
+    ) -> tuple[list[LiveRun], list[ResumeError]]:
+        """Claim up to ``limit`` runnable, due sagas; return their live runs (which
+        park their retry delays, with ``parks``) and the claimed ones that cannot
+        be resumed."""
+        now = self._clock()
+        rows = self.store.claim(
+            self.owner,
+            self._leases.until(),
+            now,
+            self._keys(),
+            limit=limit,
+            exclude=self._unresumable_ids,
+        )
+        runs: list[LiveRun] = []
         skipped: list[ResumeError] = []
-        for row in self.store.incomplete():
+        for row in rows:
             try:
-                run = self._runner.reload(self._definition_of(row), row)
+                run = self._claimed(self._definition_of(row), row)
             except ResumeError as exc:
                 skipped.append(exc)
                 continue
             except ConcurrentUpdate:
-                continue  # another runner got to it first
-            resumed.append(self._runner.drive(run))
-        return RecoveryReport(resumed=resumed, skipped=skipped)
+                continue
+            run.parks = parks
+            run.loop = loop
+            runs.append(run)
+        return runs, skipped
+
+    def _unresumable(self) -> list[ResumeError]:
+        """Unfinished sagas of definitions this engine does not have, each with why."""
+        skipped = []
+        for row in self.store.incomplete(except_=self._keys()):
+            try:
+                self._definition_of(row)
+            except ResumeError as exc:
+                skipped.append(exc)
+        return skipped
+
+    def _next_due(self) -> float | None:
+        return self.store.next_due(self._keys())
+
+    def _let_go(self, saga_ids: Iterable[str], why: str) -> None:
+        ids = set(saga_ids)
+        self._leases.lose(ids, why)
+        self.store.release(self.owner, ids)
+
+    def _attach(self, worker: Worker) -> None:
+        with self._workers_lock:
+            self._workers.add(worker)
+
+    def _detach(self, worker: Worker) -> None:
+        with self._workers_lock:
+            self._workers.discard(worker)
 
     # -- reading ----------------------------------------------------------
 
@@ -353,7 +505,7 @@ class SagaEngine:
             limit: at most this many.
             offset: skip this many first (for paging).
         """
-        self.store.ensure_schema()
+        self.store.require_schema()
         wanted = None if status is None else SagaStatus(status).value
         rows = self.store.list(status=wanted, name=name, limit=limit, offset=offset)
         return [views.summary(r) for r in rows]
@@ -361,10 +513,14 @@ class SagaEngine:
     def _row_and_spec(self, saga_id: str) -> tuple[SagaRow, SagaSpec | None]:
         """The saga's row, and the registered spec it ran on (to rebuild its
         results as their types), if that is registered."""
-        self.store.ensure_schema()
+        self.store.require_schema()
         row = self.store.get(saga_id)
         if row is None:
             raise SagaNotFound(saga_id)
         defn = self._definitions.get((row.name, row.version))
         spec = defn.spec if defn and defn.spec.fingerprint == row.fingerprint else None
         return row, spec
+
+
+def _key(spec: SagaSpec) -> tuple[str, int, str]:
+    return (spec.name, spec.version, spec.fingerprint)

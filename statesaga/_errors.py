@@ -19,7 +19,9 @@ as attributes, and their message says what to do::
     ├── DeadlineExceeded (TimeoutError)    the saga's deadline passed before a step could start
     ├── ConcurrentUpdate (RuntimeError)    another runner changed the saga first; this one stops
     ├── InvalidTransition (RuntimeError)   a trigger the current state does not accept (a bug)
-    ├── SchemaVersionError (RuntimeError)  the database's schema is newer than this statesaga
+    ├── SchemaVersionError (RuntimeError)  the database's schema is newer, unknown or unversioned
+    ├── SchemaMissing (LookupError)        no statesaga schema in the database (reads create none)
+    ├── EngineClosed (RuntimeError)        the engine was closed; it starts no new work
     ├── (diagrams) RenderError (RuntimeError), DotError (ValueError),
     │              ScriptedFailure (RuntimeError)
     └── (testing) InjectedFault (RuntimeError), InvariantViolation (AssertionError)
@@ -201,20 +203,79 @@ class InvalidTransition(StateSagaError, RuntimeError):
 
 
 class SchemaVersionError(StateSagaError, RuntimeError):
-    """The database holds a statesaga schema this version cannot use.
+    """The database holds a statesaga schema this version cannot use; nothing was changed.
 
     Attributes:
-        found: the schema version in the database.
+        found: the schema version in the database (``None``: none is recorded).
         supported: the version this statesaga writes.
     """
 
-    def __init__(self, found: int, supported: int) -> None:
+    def __init__(self, found: int | None, supported: int, message: str | None = None) -> None:
         super().__init__(
-            f"the database has statesaga schema version {found}, newer than this "
+            message
+            or f"the database has statesaga schema version {found}, newer than this "
             f"statesaga's {supported}; upgrade statesaga"
         )
         self.found = found
         self.supported = supported
+
+    @classmethod
+    def missing(cls, supported: int) -> SchemaVersionError:
+        """statesaga's tables exist but no schema version is recorded."""
+        return cls(
+            None,
+            supported,
+            "statesaga's tables exist but no schema version is recorded (the "
+            "statesaga_schema table is missing or empty); statesaga will not guess: "
+            "restore that table, or move the tables aside and let statesaga create them",
+        )
+
+    @classmethod
+    def older(cls, found: int, supported: int) -> SchemaVersionError:
+        """The schema is older than this statesaga's; reading does not upgrade it."""
+        return cls(
+            found,
+            supported,
+            f"the database has statesaga schema version {found}, older than this "
+            f"statesaga's {supported}; upgrade it with `statesaga db upgrade --db URL` "
+            "(or engine.upgrade())",
+        )
+
+    @classmethod
+    def unknown(cls, found: int, supported: int) -> SchemaVersionError:
+        """The recorded schema version is not one statesaga ever wrote."""
+        return cls(
+            found,
+            supported,
+            f"the database records statesaga schema version {found}, which no statesaga "
+            "ever wrote; check the statesaga_schema table",
+        )
+
+
+class SchemaMissing(StateSagaError, LookupError):
+    """The database has no statesaga schema (and reading does not create one).
+
+    Attributes:
+        url: the database, its password hidden.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"no statesaga schema in {url}; create it with `statesaga db upgrade --db URL` "
+            "(or by starting a saga), or check the database URL"
+        )
+        self.url = url
+
+
+class EngineClosed(StateSagaError, RuntimeError):
+    """The engine was closed; it starts no new work. A saga it was driving stays
+    where it was, resumable by any other engine."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this SagaEngine is closed; make a new one (sagas it was driving are left "
+            "resumable where they were)"
+        )
 
 
 class HistoryMismatch(StateSagaError, ValueError):

@@ -42,6 +42,9 @@ OUTCOMES: Mapping[tuple[StateKind, bool], EntryStatus] = {
     ("compensation", True): EntryStatus.COMPENSATED,
     ("compensation", False): EntryStatus.COMPENSATION_FAILED,
 }
+#: A runner's hold on a saga: (owner, until when).
+Lease = tuple[str, float]
+
 _KIND_OF_ENTERED = {status: kind for kind, status in ENTERED.items()}
 _OUTCOME_OF = {status: key for key, status in OUTCOMES.items()}
 
@@ -262,10 +265,12 @@ class Journal:
         )
 
     def created(
-        self, saga_id: str, input_text: str, now: float, *, running: bool
+        self, saga_id: str, input_text: str, now: float, *, lease: Lease | None
     ) -> tuple[NewSaga, list[LogRecord]]:
-        """The row and first entries of a new saga; ``running``: its first attempt
-        starts now (else it waits, attempt 0, for a runner to start it)."""
+        """The row and first entries of a new saga. With a ``lease`` (owner,
+        until) its creator holds it and its first attempt starts now; without,
+        it waits (attempt 0) for any runner to claim it."""
+        running = lease is not None
         first = self.machine.initial
         entries = [_record(saga_id, 1, first, EntryStatus.EXECUTING, 1, now)] if running else []
         row: NewSaga = {
@@ -282,6 +287,9 @@ class Journal:
             "due_at": None,
             "created_at": now,
             "updated_at": now,
+            "owner": lease[0] if lease else None,
+            "lease_until": lease[1] if lease else None,
+            "lease_epoch": 1 if lease else 0,
         }
         return row, entries
 
@@ -297,6 +305,7 @@ class Journal:
         error: str | None,
         due_at: float | None,
         now: float,
+        lease: Lease | None,
     ) -> tuple[SagaChanges, list[LogRecord]]:
         """What ``source --trigger--> dest`` writes.
 
@@ -309,6 +318,8 @@ class Journal:
             error: the saga's error (what made it compensate), if any.
             due_at: for a retry, when the next attempt is due.
             now: the time of the transition.
+            lease: the runner's (owner, new expiry) to keep the saga, or ``None``
+                to let it go (it is also let go on entering a terminal).
         """
         plan = self._plans[(source, trigger, dest)]
         seq += 1
@@ -349,12 +360,14 @@ class Journal:
             "error": error,
             "due_at": due_at if trigger == "retry" else None,
             "updated_at": now,
+            "owner": lease[0] if lease and plan.entered else None,
+            "lease_until": lease[1] if lease and plan.entered else None,
         }
         return changes, entries
 
-    def reentry(self, row: SagaRow, now: float) -> tuple[SagaChanges, LogRecord]:
+    def reentry(self, row: SagaRow, now: float, lease: Lease) -> tuple[SagaChanges, LogRecord]:
         """What starting the next attempt of a stored saga's state writes (on resume,
-        so that a crash during it is counted)."""
+        by the runner that claimed it, so that a crash during it is counted)."""
         info = self.machine.state(row.state)
         assert info.step is not None and info.kind != "terminal"
         attempt = row.attempt + 1
@@ -367,6 +380,8 @@ class Journal:
             "error": row.error,
             "due_at": row.due_at,
             "updated_at": now,
+            "owner": lease[0],
+            "lease_until": lease[1],
         }
         return changes, entry
 

@@ -15,6 +15,10 @@ is committed (``Runner._fire``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from statesaga import _codec as codec
 from statesaga._errors import (
+    ConcurrentUpdate,
     DeadlineExceeded,
     HistoryMismatch,
     ResumeError,
@@ -31,6 +36,7 @@ from statesaga._errors import (
     StepTimeout,
 )
 from statesaga._journal import Journal
+from statesaga._leases import Leases
 from statesaga._machine import SagaMachine
 from statesaga._spec import Retry, SagaSpec, StepSpec
 from statesaga._views import SagaRun, snapshot
@@ -108,6 +114,47 @@ class Definition:
 #: Errors no retry policy retries: retrying cannot help.
 _FINAL = (SerializationError, DeadlineExceeded)
 
+log = logging.getLogger("statesaga")
+
+
+class _LeaseLost(BaseException):
+    """This runner no longer holds the saga: stop driving it, write nothing.
+
+    A ``BaseException`` so that no handler error path treats it as a failure."""
+
+
+def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    loop.run_forever()
+    loop.close()
+
+
+class HandlerLoop:
+    """One long-lived event loop, in a thread of its own, where async handlers run
+    when the caller has no loop (a sync ``run``, a worker thread): clients a saga
+    keeps across calls (``httpx.AsyncClient``) stay on the loop they were made on."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        """The loop, started on first use."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=_run_until_stopped, args=(loop,), name="statesaga-handlers", daemon=True
+                ).start()
+                self._loop = loop
+            return self._loop
+
+    def close(self) -> None:
+        """Stop the loop (handlers still on it are abandoned, as in a crash)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+
 
 class _Rollback(Exception):
     """Carries a transactional step's error out of its transaction, rolling it back."""
@@ -131,11 +178,14 @@ class LiveRun:
         "deadline_at",
         "defn",
         "due_at",
+        "epoch",
         "error",
         "failures",
         "input",
         "loop",
         "outcome",
+        "parked",
+        "parks",
         "results",
         "saga_id",
         "seq",
@@ -152,6 +202,7 @@ class LiveRun:
         attempt: int,
         seq: int,
         created_at: float,
+        epoch: int,
     ) -> None:
         self.defn = defn
         self.saga_id = saga_id
@@ -167,6 +218,9 @@ class LiveRun:
         self.due_at: float | None = None
         self.tx: Transaction | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # where async handlers run
+        self.epoch = epoch  # the lease epoch this runner holds it at: its writes' fence
+        self.parks = False  # let go of the saga during a retry delay instead of sleeping
+        self.parked = False  # it was let go to wait out a retry delay
         deadline = defn.spec.deadline
         self.deadline_at = None if deadline is None else created_at + deadline
 
@@ -178,25 +232,34 @@ class LiveRun:
 
 
 class Runner:
-    """Drives sagas on a store.
+    """Drives sagas on a store, under the leases of one owner.
 
     Args:
         store: where transitions are committed.
+        leases: the owner's leases; a saga is driven only while its lease holds.
         clock: the time source (UNIX seconds).
-        sleep: how a retry delay is waited out.
+        sleep: how a retry delay is waited out by a run that does not park.
+        handler_loop: where async handlers run when a run brings no loop of its own.
     """
 
     def __init__(
-        self, store: SqlStore, clock: Callable[[], float], sleep: Callable[[float], None]
+        self,
+        store: SqlStore,
+        leases: Leases,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        handler_loop: HandlerLoop,
     ) -> None:
         self.store = store
+        self.leases = leases
         self.clock = clock
         self.sleep = sleep
+        self.handler_loop = handler_loop
         self.hooks: Hooks | None = None
 
-    def reload(self, defn: Definition, row: SagaRow) -> LiveRun:
-        """Rebuild a stored, unfinished saga from its row and log, and record the
-        attempt about to be made (so that a crash during it is counted).
+    def claimed(self, defn: Definition, row: SagaRow) -> LiveRun:
+        """Rebuild a saga this runner just claimed from its row and log, and record
+        the attempt about to be made (so that a crash during it is counted).
 
         Raises:
             ResumeError: its row or log cannot be read or do not fit ``defn``;
@@ -212,25 +275,42 @@ class Runner:
                 row.saga_id, f"its stored data cannot be read: {describe(exc)}"
             ) from exc
         run = LiveRun(
-            defn, row.saga_id, rebuilt.input, row.state, row.attempt, row.seq, row.created_at
+            defn,
+            row.saga_id,
+            rebuilt.input,
+            row.state,
+            row.attempt,
+            row.seq,
+            row.created_at,
+            row.lease_epoch,
         )
         run.results = rebuilt.results
         run.error = row.error
         run.due_at = row.due_at
         run.failures = rebuilt.replay.failures
         run.comp_failed = rebuilt.replay.compensation_failed
-        changes, entry = defn.journal.reentry(row, self.clock())
-        self.store.advance(row.saga_id, row.seq, changes, [entry])
+        until = self.leases.until()
+        changes, entry = defn.journal.reentry(row, self.clock(), (self.leases.owner, until))
+        self.store.advance(row.saga_id, (row.seq, row.lease_epoch), changes, [entry])
+        self.leases.hold(row.saga_id, until)
         run.attempt = changes["attempt"]
         run.seq = changes["seq"]
         return run
 
-    def drive(self, run: LiveRun) -> SagaRun:
-        """Run the saga until it reaches a terminal state."""
+    def drive(self, run: LiveRun) -> SagaRun | None:
+        """Run the saga until it reaches a terminal state, or (for a run that
+        parks) a retry delay.
+
+        Returns:
+            Where it stopped; ``None`` when this runner lost it to another (the
+            other runner carries on; nothing more was written here).
+        """
+        machine = run.defn.machine
+        spec = run.defn.spec
         try:
-            machine = run.defn.machine
-            spec = run.defn.spec
-            while not machine.is_terminal(run.state):
+            while not machine.is_terminal(run.state) and not run.parked:
+                if not self.leases.valid(run.saga_id):
+                    raise _LeaseLost
                 info = machine.state(run.state)
                 assert info.step is not None
                 step = spec.step(info.step)
@@ -243,8 +323,17 @@ class Runner:
                     self._attempt_step(run, step)
                 else:
                     self._attempt_compensation(run, step)
-        finally:
-            self.store.release()
+        except (ConcurrentUpdate, _LeaseLost):
+            log.info("statesaga: saga %s is driven by another runner now", run.saga_id)
+            self.leases.drop(run.saga_id)
+            return None
+        except BaseException:
+            # Interrupted (an error escaped, the process is being stopped): the saga
+            # stays where it was, and any runner may take it at once.
+            self.leases.drop(run.saga_id)
+            with contextlib.suppress(Exception):
+                self.store.release(self.leases.owner, [run.saga_id])
+            raise
         return run.snapshot()
 
     # -- one attempt ------------------------------------------------------
@@ -357,14 +446,21 @@ class Runner:
             )
             if timeout is not None:
                 coro = asyncio.wait_for(coro, timeout)
+            loop = run.loop or self.handler_loop.get()
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+            self.leases.guard(run.saga_id, future)  # cancelled if the lease is lost
             try:
-                if run.loop is not None:
-                    return asyncio.run_coroutine_threadsafe(coro, run.loop).result()
-                return asyncio.run(coro)
+                return future.result()
             except TimeoutError as exc:
                 if timeout is None:
                     raise
                 raise StepTimeout(run.saga_id, what, timeout) from exc
+            except concurrent.futures.CancelledError:
+                if not self.leases.valid(run.saga_id):
+                    raise _LeaseLost from None
+                raise
+            finally:
+                self.leases.guard(run.saga_id, None)
         started = time.monotonic()
         result = (
             fn(*args)
@@ -387,7 +483,10 @@ class Runner:
         run.failures += 1
         run.outcome = describe(error)
         if not isinstance(error, _FINAL) and retry.should_retry(error, run.failures):
-            run.due_at = self.clock() + retry.delay(run.failures)
+            delay = retry.delay(run.failures)
+            run.due_at = self.clock() + delay
+            # A run that parks lets the saga go for the delay: any runner takes it when due.
+            run.parked = run.parks and delay > 0
             self._fire(run, "retry")
             return
         if compensation:
@@ -403,6 +502,8 @@ class Runner:
         attempt's transaction, if it has one), then move the run into its state."""
         source = run.state
         dest = run.defn.machine.next_state(source, trigger, run.comp_failed)
+        until = self.leases.until()
+        keep = None if run.parked else (self.leases.owner, until)
         changes, entries = run.defn.journal.transition(
             run.saga_id,
             run.seq,
@@ -414,12 +515,18 @@ class Runner:
             run.error,
             run.due_at,
             self.clock(),
+            keep,
         )
         self._probe("before_commit", run)
+        fence = (run.seq, run.epoch)
         if run.tx is not None:
-            run.tx.advance(run.saga_id, run.seq, changes, entries)
+            run.tx.advance(run.saga_id, fence, changes, entries)
         else:
-            self.store.advance(run.saga_id, run.seq, changes, entries)
+            self.store.advance(run.saga_id, fence, changes, entries)
+        if changes["owner"] is None:
+            self.leases.drop(run.saga_id)
+        else:
+            self.leases.hold(run.saga_id, until)
         run.state = dest
         run.seq = changes["seq"]
         run.attempt = changes["attempt"]

@@ -70,6 +70,8 @@ BATCH = 4
 #: Seconds a handler sleeps before and again after recording its effect, so
 #: kills land inside handlers, on both sides of the effect.
 PAUSE_ENV = "STATESAGA_CRASH_PAUSE"
+#: Seconds this child's clock runs ahead of the wall clock (set by the parent).
+CLOCK_ENV = "STATESAGA_CRASH_CLOCK_OFFSET"
 
 EFFECTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS effects (
@@ -145,8 +147,9 @@ def expected_outcomes(
 
 
 def open_effects(path: str) -> sqlite3.Connection:
-    """The effect log: autocommit, ``synchronous=FULL``."""
-    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    """The effect log: autocommit, ``synchronous=FULL``. Handlers may run in a
+    worker thread of ``recover()`` (one at a time), so any thread may use it."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute(EFFECTS_SCHEMA)
@@ -234,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
 
     services = DurableServices(args.effects, float(os.environ.get(PAUSE_ENV, "0.002")))
     saga = OrderSaga(services)
-    engine = SagaEngine(args.url)
+    offset = float(os.environ.get(CLOCK_ENV, "0"))
+    engine = SagaEngine(args.url, clock=lambda: time.time() + offset)
     engine.register(saga)
     engine.hooks = EffectHooks(services)
 

@@ -39,7 +39,7 @@ from definitions.order import OrderSaga
 from statesaga import EntryStatus, LogEntry, SagaEngine, SagaSpec, SagaStatus
 from statesaga.store import SagaRow
 from statesaga.testing import check_saga, format_timeline, outcomes
-from tests.crash_child import PAUSE_ENV, expected_outcomes, plan_for
+from tests.crash_child import CLOCK_ENV, PAUSE_ENV, expected_outcomes, plan_for
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = int(os.environ.get("STATESAGA_CRASH_KILLS", "10"))
@@ -121,7 +121,9 @@ def run_child(
 
     The anchor ``COMPENSATION`` is the first ``CALL`` line of a compensation handler.
     """
-    env = dict(os.environ, **{PAUSE_ENV: PAUSE})
+    # Child n's clock runs n minutes ahead: each child is a process started after
+    # its killed predecessors' leases (30 s) ran out, without waiting for them to.
+    env = dict(os.environ, **{PAUSE_ENV: PAUSE, CLOCK_ENV: str(60 * number)})
     errors = tmp / f"child-{number}.err"
     with errors.open("w") as err:
         proc = subprocess.Popen(

@@ -13,17 +13,19 @@ from definitions.order import OPERATIONS, OrderRequest, OrderSaga
 from definitions.services import FakeServices
 from definitions.trip import Booking, TripRequest, TripSaga
 from statesaga import (
-    ConcurrentUpdate,
     EntryStatus,
     Hooks,
     InvalidInput,
     SagaEngine,
     SagaIdConflict,
     SagaNotFound,
+    SagaRun,
     SagaStatus,
+    SchemaMissing,
     SerializationError,
     StepContext,
 )
+from statesaga.store.schema import SCHEMA_VERSION
 from statesaga.testing import check_saga
 
 ORDER_STEPS = ["create_order", "charge_payment", "reserve_inventory", "confirm_order"]
@@ -344,10 +346,11 @@ def test_unserialisable_result_fails_the_step_and_compensates(engine: SagaEngine
 def test_bad_input_is_rejected_before_anything_is_written(
     engine: SagaEngine, order: OrderSaga
 ) -> None:
-    """Input of the wrong type, or input that is not JSON, raises and writes nothing."""
+    """Input of the wrong type, or input that is not JSON, raises and writes nothing:
+    not even the schema (reads then say there is none)."""
     with pytest.raises(InvalidInput, match="expects input of type OrderRequest, got dict"):
         engine.run(OrderSaga, {"customer_id": "c-1"}, saga_id="bad-1")
-    with pytest.raises(SagaNotFound):
+    with pytest.raises(SchemaMissing, match="no statesaga schema in "):
         engine.get("bad-1")
 
     @attrs.frozen
@@ -366,6 +369,9 @@ def test_bad_input_is_rejected_before_anything_is_written(
         SerializationError, match=r"saga 'any-input' \(id bad-2\), input: a value of type .*Weird"
     ):
         engine.run(AnyInput, Weird(object()), saga_id="bad-2")
+    with pytest.raises(SchemaMissing):
+        engine.history("bad-2")
+    engine.run(AnyInput, None, saga_id="ok")  # a write creates the schema
     with pytest.raises(SagaNotFound, match="no saga with id 'bad-2'"):
         engine.history("bad-2")
 
@@ -412,32 +418,72 @@ def test_transactional_step_commits_with_its_transition(engine: SagaEngine) -> N
 def test_schema_version_is_recorded(engine: SagaEngine, order: OrderSaga) -> None:
     """The store records its schema version on first use."""
     engine.run(OrderSaga, OrderRequest("c-1", 1.0))
-    assert engine.store.schema_version() == 1
+    assert engine.store.schema_version() == SCHEMA_VERSION == 2
 
 
-def test_a_second_runner_is_fenced_off(
+def test_resume_leaves_a_saga_a_live_runner_holds(
     new_engine: Callable[..., SagaEngine], services: FakeServices
 ) -> None:
-    """Two runners of one saga: while A runs a step, B resumes the saga and finishes
-    it; A's next write is refused (ConcurrentUpdate) and the log stays consistent."""
+    """While A drives a saga (its lease alive), B's resume returns the saga as it
+    is and writes nothing; A finishes it and the log is one clean run."""
     saga = OrderSaga(services)
     a, b = new_engine(), new_engine()
     a.register(saga)
     b.register(saga)
-    a.start(OrderSaga, OrderRequest("c-1", 1.0), saga_id="raced")
+    a.start(OrderSaga, OrderRequest("c-1", 1.0), saga_id="held")
+    seen: list[SagaRun] = []
 
-    class FinishElsewhere(Hooks):
+    class LookElsewhere(Hooks):
         def call(self, saga_id, state, attempt, fn, args):  # type: ignore[no-untyped-def]
-            if state == "charge_payment" and a.hooks is not None:
-                a.hooks = None
+            if state == "charge_payment" and not seen:
+                seen.append(b.resume(saga_id))
+            return fn(*args)
+
+    a.hooks = LookElsewhere()
+    assert a.resume("held").status is SagaStatus.COMPLETED
+    assert seen[0].status is SagaStatus.STARTED and seen[0].state == "charge_payment"
+    check_saga(OrderSaga.spec, SagaStatus.COMPLETED, b.history("held"))
+    assert services.count("payments.charge") == {"held:charge_payment": 1}
+
+
+def test_a_runner_whose_lease_was_taken_over_writes_nothing(
+    new_engine: Callable[..., SagaEngine], services: FakeServices
+) -> None:
+    """A stalls inside a step past its lease; B claims the saga (its epoch grows)
+    and finishes it. A's late write is refused by the epoch: A stops without
+    raising and without running another step, and the log is B's clean run."""
+    now = [1000.0]
+    saga = OrderSaga(services)
+    a = new_engine(clock=lambda: now[0], lease=10.0)
+    b = new_engine(clock=lambda: now[0], lease=10.0)
+    a.register(saga)
+    b.register(saga)
+    a.start(OrderSaga, OrderRequest("c-1", 1.0), saga_id="raced")
+    calls: list[str] = []
+
+    class StallPastLease(Hooks):
+        def call(self, saga_id, state, attempt, fn, args):  # type: ignore[no-untyped-def]
+            calls.append(state)
+            if state == "charge_payment" and calls.count(state) == 1:
+                now[0] += 60.0  # A stalls for a minute: its 10 s lease runs out
                 assert b.resume(saga_id).status is SagaStatus.COMPLETED
             return fn(*args)
 
-    a.hooks = FinishElsewhere()
-    with pytest.raises(ConcurrentUpdate, match="'raced' was changed by another runner"):
-        a.resume("raced")
-    assert b.get("raced").status is SagaStatus.COMPLETED
+    a.hooks = StallPastLease()
+    b.hooks = StallPastLease()
+    late = a.resume("raced")
+    assert late.status is SagaStatus.COMPLETED  # what B made of it; nothing escaped
+    # A ran charge_payment once (then was fenced off); B re-ran it and went on.
+    assert calls == [
+        "create_order",
+        "charge_payment",
+        "charge_payment",
+        "reserve_inventory",
+        "confirm_order",
+    ]
     check_saga(OrderSaga.spec, SagaStatus.COMPLETED, b.history("raced"))
+    epochs = [r.lease_epoch for r in [a.store.get("raced")] if r is not None]
+    assert epochs == [2]
 
 
 def test_sqlalchemy_write_path(engine: SagaEngine, order: OrderSaga) -> None:

@@ -24,6 +24,9 @@ from statesaga import HistoryMismatch, Retry, Saga, StepContext, step
 from statesaga._journal import Journal, replay
 from statesaga.store import LogRow, SagaRow
 
+#: The runner that holds the simulated saga.
+LEASE = ("runner-1", 100.0)
+
 
 class Shop(Saga):
     """Retries, a step without compensation in the middle, a retried compensation."""
@@ -76,7 +79,7 @@ def simulate(saga: type[Saga], outcomes: list[bool], crashes: list[int]) -> tupl
     the terminal state reached."""
     spec, machine = saga.spec, saga.machine
     journal = Journal(spec, machine)
-    row, log = journal.created("s-1", "null", 0.0, running=True)
+    row, log = journal.created("s-1", "null", 0.0, lease=LEASE)
     fields: dict[str, Any] = dict(row)
     entries: list[dict[str, Any]] = list(log)
     live = Live(state=machine.initial)
@@ -98,7 +101,7 @@ def simulate(saga: type[Saga], outcomes: list[bool], crashes: list[int]) -> tupl
     n = 0
     while not machine.is_terminal(live.state):
         for _ in range(crashes[n] if n < len(crashes) else 0):
-            changes, entry = journal.reentry(_row(fields), 1.0)
+            changes, entry = journal.reentry(_row(fields), 1.0, LEASE)
             fields.update(changes)
             entries.append(dict(entry))
             live.attempt += 1
@@ -141,6 +144,7 @@ def simulate(saga: type[Saga], outcomes: list[bool], crashes: list[int]) -> tupl
             live.error,
             5.0,
             2.0,
+            LEASE,
         )
         fields.update(changes)
         entries.extend(dict(e) for e in written)
@@ -188,7 +192,7 @@ def _log_of(saga: type[Saga], outcomes: list[bool]) -> tuple[Journal, list[LogRo
     journal = Journal(saga.spec, saga.machine)
     entries: list[LogRow] = []
     machine = saga.machine
-    _, log = journal.created("s", "null", 0.0, running=True)
+    _, log = journal.created("s", "null", 0.0, lease=LEASE)
     entries += [LogRow(**e) for e in log]
     state, attempt, seq, comp_failed = machine.initial, 1, 1, False
     n = 0
@@ -200,7 +204,7 @@ def _log_of(saga: type[Saga], outcomes: list[bool]) -> tuple[Journal, list[LogRo
             comp_failed = True
         dest = machine.next_state(state, trigger, comp_failed)
         changes, written = journal.transition(
-            "s", seq, attempt, state, trigger, dest, "null", None, None, 1.0
+            "s", seq, attempt, state, trigger, dest, "null", None, None, 1.0, LEASE
         )
         entries += [LogRow(**e) for e in written]
         state, attempt, seq = dest, changes["attempt"], changes["seq"]

@@ -18,6 +18,7 @@ PUBLIC: dict[str, list[str]] = {
         "ConcurrentUpdate",
         "DeadlineExceeded",
         "DefinitionConflict",
+        "EngineClosed",
         "EntryStatus",
         "HistoryMismatch",
         "Hooks",
@@ -38,12 +39,14 @@ PUBLIC: dict[str, list[str]] = {
         "SagaSpec",
         "SagaStatus",
         "SagaSummary",
+        "SchemaMissing",
         "SchemaVersionError",
         "SerializationError",
         "StateSagaError",
         "StepContext",
         "StepSpec",
         "StepTimeout",
+        "Worker",
         "step",
     ],
     "statesaga.testing": [
@@ -125,6 +128,9 @@ OUTSIDE_THE_TREE = {
     "statesaga.testing.harness.SimulatedCrash",
     # Internal control flow: carries a handler's error out of its transaction; never escapes.
     "statesaga._runner._Rollback",
+    # Internal control flow: the runner lost its lease; a BaseException so that no
+    # handler error path takes it for a failure; never escapes the runner.
+    "statesaga._runner._LeaseLost",
 }
 
 

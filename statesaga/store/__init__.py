@@ -1,7 +1,8 @@
 """Persistence: the schema and the SQL store. All SQL statesaga runs lives here."""
 
+from statesaga.store._connect import make_engine
 from statesaga.store._rows import LogRecord, LogRow, NewSaga, SagaChanges, SagaRow
-from statesaga.store.sql import SqlStore, Transaction, make_engine
+from statesaga.store.sql import SqlStore, Transaction
 
 __all__ = [
     "LogRecord",

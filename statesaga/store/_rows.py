@@ -29,6 +29,9 @@ class SagaRow:
     due_at: float | None
     created_at: float
     updated_at: float
+    owner: str | None = None
+    lease_until: float | None = None
+    lease_epoch: int = 0
 
 
 @attrs.frozen
@@ -59,7 +62,8 @@ class LogRecord(TypedDict):
 
 
 class SagaChanges(TypedDict):
-    """What one transition changes in a saga row."""
+    """What one transition changes in a saga row (``owner`` and ``lease_until``:
+    the runner keeps its lease, or ``None`` to let the saga go)."""
 
     status: str
     state: str
@@ -68,6 +72,8 @@ class SagaChanges(TypedDict):
     error: str | None
     due_at: float | None
     updated_at: float
+    owner: str | None
+    lease_until: float | None
 
 
 class NewSaga(SagaChanges):
@@ -79,3 +85,4 @@ class NewSaga(SagaChanges):
     fingerprint: str
     input: str
     created_at: float
+    lease_epoch: int

@@ -2,15 +2,20 @@
 
 ``statesaga_sagas`` holds one row per saga (its current FSM state and status);
 ``statesaga_log`` is the append-only saga log, keyed by ``(saga_id, seq)``;
-``statesaga_schema`` records the schema version so later migrations know
-what they start from. Times are UNIX seconds (floats), the same on every backend.
+``statesaga_schema`` records each schema version applied, so an upgrade knows
+what it starts from (``statesaga.store.migrations``). Times are UNIX seconds
+(floats), the same on every backend.
+
+A saga is *owned* by at most one runner at a time: ``owner`` names it,
+``lease_until`` says until when, and ``lease_epoch`` (the fencing token) grows
+with every claim, so a runner whose lease was taken over writes nothing.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Statuses of sagas that still have work to do; ``recover`` reads them through a partial index.
 INCOMPLETE = ("started", "compensating")
@@ -36,6 +41,10 @@ sagas = sa.Table(
     sa.Column("due_at", sa.Float),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # The runner driving it now, until when, and the claim count that fences its writes.
+    sa.Column("owner", sa.String(64)),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
 )
 
 sa.Index(

@@ -1,79 +1,47 @@
 """The SQL store: every read and write statesaga makes, on SQLAlchemy Core.
 
 Each saga transition is one transaction that appends log entries and updates
-the saga row, fenced on the row's ``seq`` so a runner that lost the race
-writes nothing. SQLite is opened in WAL mode with ``BEGIN IMMEDIATE`` writers
-and a busy timeout; PostgreSQL is used as it is.
+the saga row, fenced on the row's ``seq`` and ``lease_epoch`` so a runner that
+lost the race, or its lease, writes nothing. Runners take sagas with
+``claim`` — ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the write lock on SQLite
+— and keep them with ``extend``.
 
 The hot path (``create`` and ``advance``: every transition of a saga without
 transactional steps) skips SQLAlchemy's per-statement machinery, which costs
-several times the commit itself on SQLite: each thread keeps one pooled DBAPI
-connection and runs the statements, compiled once from the same Core
-constructs, on its cursor. Driver errors are re-raised wrapped as SQLAlchemy
-would wrap them. Everything else (transactional steps, reads, DDL) uses
-SQLAlchemy connections as usual.
+several times the commit itself on SQLite: it runs the statements, compiled
+once from the same Core constructs, on a DBAPI cursor lent for the one
+transaction (``_writers``). Driver errors are re-raised wrapped as SQLAlchemy
+would wrap them. Everything else (transactional steps, reads, claims, DDL)
+uses SQLAlchemy connections as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from statesaga._errors import ConcurrentUpdate, SchemaVersionError
+from statesaga._errors import ConcurrentUpdate, EngineClosed, SchemaMissing, SchemaVersionError
+from statesaga.store import migrations
+from statesaga.store._connect import READ_ONLY
+from statesaga.store._listen import Listener
 from statesaga.store._rows import LogRecord, LogRow, NewSaga, SagaChanges, SagaRow
-from statesaga.store.schema import INCOMPLETE, SCHEMA_VERSION, log, metadata, sagas, schema_version
+from statesaga.store._writers import Writers
+from statesaga.store.schema import INCOMPLETE, SCHEMA_VERSION, log, sagas
 
-SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-#: Execution option marking a connection that only reads (SQLite: plain BEGIN).
-READ_ONLY = "statesaga_read_only"
+#: A definition a runner can drive: (name, version, fingerprint).
+DefinitionKey = tuple[str, int, str]
 
 
-def make_engine(
-    url: str, *, sqlite_synchronous: str = "NORMAL", busy_timeout: float = 30.0
-) -> Engine:
-    """Create an SQLAlchemy engine for ``url``, tuned for statesaga.
-
-    For SQLite: WAL journal, the given ``synchronous`` level, a busy timeout and
-    ``BEGIN IMMEDIATE`` for every transaction (writers queue instead of
-    deadlocking on a lock upgrade). Other databases are opened as they are.
-    """
-    sync = sqlite_synchronous.upper()
-    if sync not in SQLITE_SYNCHRONOUS:
-        raise ValueError(
-            f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
-            f"got {sqlite_synchronous!r}"
-        )
-    engine = sa.create_engine(url)
-    if engine.dialect.name == "sqlite":
-        memory = engine.url.database in (None, "", ":memory:")
-
-        @event.listens_for(engine, "connect")
-        def _configure(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE itself.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            if not memory:
-                cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={sync}")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            # Writers take the write lock up front; readers must not queue behind them.
-            read = conn.get_execution_options().get(READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
-
-    return engine
+def _incomplete() -> Any:
+    # Rendered as SQL literals: with bound parameters SQLite (and a generic
+    # PostgreSQL plan) cannot tell that a query matches the partial index's
+    # ``WHERE status IN ('started', 'compensating')`` and scans the table.
+    statuses: Any = sa.bindparam("statuses", list(INCOMPLETE), expanding=True, literal_execute=True)
+    return sagas.c.status.in_(statuses)
 
 
 class Transaction:
@@ -87,100 +55,28 @@ class Transaction:
     def advance(
         self,
         saga_id: str,
-        expected_seq: int,
+        fence: tuple[int, int],
         changes: SagaChanges,
         entries: Sequence[LogRecord],
     ) -> None:
-        """Update the saga row (fenced on ``expected_seq``) and append log ``entries``.
+        """Update the saga row and append log ``entries``, if the row is still at
+        ``fence`` = (seq, lease epoch).
 
         Raises:
-            ConcurrentUpdate: the row's ``seq`` is no longer ``expected_seq``.
+            ConcurrentUpdate: another runner moved the saga or took its lease.
         """
-        params = dict(changes)
-        params["b_id"] = saga_id
-        params["b_seq"] = expected_seq
-        done = self.connection.execute(self._store._update, params)
+        done = self.connection.execute(self._store._update, _params(saga_id, fence, changes))
         if done.rowcount != 1:
             raise ConcurrentUpdate(saga_id)
         if entries:
             self.connection.execute(self._store._insert_log, list(entries))
 
 
-class _Writer:
-    """A pooled DBAPI connection the hot path writes on, with its cursor."""
-
-    __slots__ = ("cursor", "dbapi", "fairy")
-
-    def __init__(self, fairy: Any) -> None:
-        self.fairy = fairy
-        self.dbapi = fairy.driver_connection
-        self.cursor = self.dbapi.cursor()
-
-
-class _Writers:
-    """The connections the store writes on: one per thread while it runs a saga.
-
-    Between sagas a writer waits in an idle list instead of going back to the
-    pool (a pool return resets the connection, which costs a third of a saga),
-    so the store holds as many connections as sagas ever ran at once. Whoever
-    disposes of the engine also closes them; a forked child leaves the
-    parent's alone.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._local = threading.local()
-        self._all: list[_Writer] = []
-        self._idle: list[_Writer] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        event.listen(engine, "engine_disposed", self._close_all)
-
-    def current(self) -> _Writer:
-        """This thread's writer, taken from the idle ones or the pool on first use."""
-        if self._pid != os.getpid():
-            self._forget()
-        writer: _Writer | None = getattr(self._local, "writer", None)
-        if writer is None:
-            with self._lock:
-                writer = self._idle.pop() if self._idle else None
-            if writer is None:
-                writer = _Writer(self._engine.raw_connection())
-                with self._lock:
-                    self._all.append(writer)
-            self._local.writer = writer
-        return writer
-
-    def release(self) -> None:
-        """This thread's writer goes idle."""
-        writer = getattr(self._local, "writer", None)
-        if writer is not None:
-            self._local.writer = None
-            with self._lock:
-                self._idle.append(writer)
-
-    def discard(self) -> None:
-        """Drop this thread's writer (it could not even roll back)."""
-        writer = self._local.writer
-        self._local.writer = None
-        with self._lock:
-            self._all.remove(writer)
-        with contextlib.suppress(Exception):
-            writer.fairy.invalidate()
-
-    def _close_all(self, _engine: Engine) -> None:
-        with self._lock:
-            writers, self._all, self._idle = self._all, [], []
-        self._local = threading.local()
-        for writer in writers:
-            with contextlib.suppress(Exception):
-                writer.fairy.invalidate()  # closes the DBAPI connection (its pool is gone)
-
-    def _forget(self) -> None:
-        # A forked child: the writers are the parent's connections; leave them alone.
-        self._all, self._idle = [], []
-        self._local = threading.local()
-        self._pid = os.getpid()
+def _params(saga_id: str, fence: tuple[int, int], changes: SagaChanges) -> dict[str, Any]:
+    params: dict[str, Any] = dict(changes)
+    params["b_id"] = saga_id
+    params["b_seq"], params["b_epoch"] = fence
+    return params
 
 
 class SqlStore:
@@ -188,23 +84,27 @@ class SqlStore:
 
     Args:
         engine: an SQLAlchemy engine (see ``make_engine``).
+        writers: connections the hot path may hold at once (default: the
+            pool's size), leaving the rest of the pool to readers.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, writers: int | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._ready = False
+        self._closed = False
         self._update = (
             sagas.update()
-            .where(sagas.c.saga_id == sa.bindparam("b_id"), sagas.c.seq == sa.bindparam("b_seq"))
+            .where(
+                sagas.c.saga_id == sa.bindparam("b_id"),
+                sagas.c.seq == sa.bindparam("b_seq"),
+                sagas.c.lease_epoch == sa.bindparam("b_epoch"),
+            )
             .values(
-                status=sa.bindparam("status"),
-                state=sa.bindparam("state"),
-                attempt=sa.bindparam("attempt"),
-                seq=sa.bindparam("seq"),
-                error=sa.bindparam("error"),
-                due_at=sa.bindparam("due_at"),
-                updated_at=sa.bindparam("updated_at"),
+                {
+                    c: sa.bindparam(c)
+                    for c in SagaChanges.__annotations__  # the columns a transition changes
+                }
             )
         )
         self._insert_log = log.insert()
@@ -225,19 +125,23 @@ class SqlStore:
             }
         self._begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else None
         self._dbapi_error = engine.dialect.loaded_dbapi.Error
-        self._writers = _Writers(engine)
+        size = getattr(engine.pool, "size", None)
+        self._writers = Writers(engine, writers or (size() if callable(size) else 5))
         #: Transactions committed by ``create`` and ``advance``; they bypass
         #: SQLAlchemy's ``commit`` event (benchmarks/throughput.py counts them here).
         self.commits = 0
 
-    def close(self) -> None:
-        """Close the store's connections: the writers' and the pool's."""
-        self.engine.dispose()
+    @property
+    def url(self) -> str:
+        """The database URL, its password hidden."""
+        return self.engine.url.render_as_string(hide_password=True)
 
-    def release(self) -> None:
-        """This thread stops writing for now (the engine calls it when a saga stops
-        running): its connection waits for the next writer."""
-        self._writers.release()
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Refuse new work, wait (up to ``timeout``) for commits in flight, and
+        close every connection."""
+        self._closed = True
+        self._writers.close(timeout)
+        self.engine.dispose()
 
     def _wrap(self, exc: Exception, statement: str) -> Exception:
         """A driver error as SQLAlchemy would raise it (``sa.exc.IntegrityError``, ...)."""
@@ -246,24 +150,18 @@ class SqlStore:
         )
 
     def _direct(self, statement: str, work: Callable[[Any], None]) -> None:
-        """Run ``work(cursor)`` in a transaction on this thread's writer and commit;
-        on error roll back and re-raise driver errors wrapped as SQLAlchemy would
+        """Run ``work(cursor)`` in a transaction on a lent writer and commit; on
+        error roll back and re-raise driver errors wrapped as SQLAlchemy would
         (naming ``statement``)."""
-        writer = self._writers.current()
-        cur = writer.cursor
-        try:
-            if self._begin is not None:
-                cur.execute(self._begin)
-            work(cur)
-            writer.dbapi.commit()
-        except BaseException as exc:
+        with self._writers.lend() as writer:
+            cur = writer.cursor
             try:
-                writer.dbapi.rollback()
-            except Exception:
-                self._writers.discard()
-            if isinstance(exc, self._dbapi_error):
+                if self._begin is not None:
+                    cur.execute(self._begin)
+                work(cur)
+                writer.dbapi.commit()
+            except self._dbapi_error as exc:
                 raise self._wrap(exc, statement) from exc
-            raise
         self.commits += 1
 
     def _insert_entries(self, cur: Any, entries: Sequence[LogRecord]) -> None:
@@ -273,52 +171,80 @@ class SqlStore:
         elif entries:
             cur.executemany(self._sql["insert_log"], entries)
 
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        if self._closed:
+            raise EngineClosed()
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        if self._closed:
+            raise EngineClosed()
+        with self.engine.begin() as conn:
+            yield conn
+
     # -- schema -----------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create the tables if they are missing and record the schema version."""
+        """Create the schema if the database has none, or upgrade an older one.
+
+        Raises:
+            SchemaVersionError: the schema is newer, unknown or unversioned.
+        """
+        if not self._ready:
+            migrations.upgrade(self.engine)
+            self._ready = True
+
+    def require_schema(self) -> None:
+        """Check, without writing, that the database has the current schema.
+
+        Raises:
+            SchemaMissing: it has none.
+            SchemaVersionError: it has another version (run ``statesaga db upgrade``).
+        """
         if self._ready:
             return
-        with self.engine.begin() as conn:
-            metadata.create_all(conn)
-            found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
-            if found is None:
-                conn.execute(
-                    schema_version.insert().values(version=SCHEMA_VERSION, applied_at=time.time())
-                )
-            elif found > SCHEMA_VERSION:
-                raise SchemaVersionError(found, SCHEMA_VERSION)
+        found = self.schema_version()
+        if found is None:
+            raise SchemaMissing(self.url)
+        migrations.check(found)
+        if found < SCHEMA_VERSION:
+            raise SchemaVersionError.older(found, SCHEMA_VERSION)
         self._ready = True
 
     def schema_version(self) -> int | None:
-        """The schema version recorded in the database."""
+        """The schema version recorded in the database (``None``: no schema).
+
+        Raises:
+            SchemaVersionError: statesaga's tables exist without a version.
+        """
         with self._reading() as conn:
-            return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+            return migrations.found_version(conn)
 
     # -- writes -----------------------------------------------------------
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """Open a transaction; it commits when the block ends and rolls back on error."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             yield Transaction(self, conn)
 
     def advance(
         self,
         saga_id: str,
-        expected_seq: int,
+        fence: tuple[int, int],
         changes: SagaChanges,
         entries: Sequence[LogRecord],
     ) -> None:
         """``Transaction.advance`` in a transaction of its own."""
         sql = self._sql
         if sql is None:
-            with self.engine.begin() as conn:
-                Transaction(self, conn).advance(saga_id, expected_seq, changes, entries)
+            with self._writing() as conn:
+                Transaction(self, conn).advance(saga_id, fence, changes, entries)
             return
-        params = dict(changes)
-        params["b_id"] = saga_id
-        params["b_seq"] = expected_seq
+        params = _params(saga_id, fence, changes)
 
         def work(cur: Any) -> None:
             cur.execute(sql["update"], params)
@@ -328,15 +254,23 @@ class SqlStore:
 
         self._direct(sql["update"], work)
 
-    def create(self, row: NewSaga, entries: Sequence[LogRecord]) -> SagaRow | None:
+    def create(
+        self, row: NewSaga, entries: Sequence[LogRecord], *, notify: bool = False
+    ) -> SagaRow | None:
         """Insert a new saga row and its first log entries, in one transaction.
+
+        Args:
+            row: the saga row.
+            entries: its first log entries.
+            notify: wake the workers listening for runnable sagas (PostgreSQL's
+                ``NOTIFY``, sent when the transaction commits).
 
         Returns:
             ``None`` when the saga was created; the existing row when a saga
             with that id already exists (nothing is written then).
         """
         try:
-            self._create(row, entries)
+            self._create(row, entries, notify and self.dialect == "postgresql")
         except sa.exc.IntegrityError:
             existing = self.get(row["saga_id"])
             if existing is None:  # pragma: no cover - a concurrent delete
@@ -344,26 +278,133 @@ class SqlStore:
             return existing
         return None
 
-    def _create(self, row: NewSaga, entries: Sequence[LogRecord]) -> None:
+    def _create(self, row: NewSaga, entries: Sequence[LogRecord], notify: bool) -> None:
         sql = self._sql
         if sql is None:
-            with self.engine.begin() as conn:
+            with self._writing() as conn:
                 conn.execute(self._insert_saga, dict(row))
                 if entries:
                     conn.execute(self._insert_log, list(entries))
+                if notify:
+                    conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
             return
 
         def work(cur: Any) -> None:
             cur.execute(sql["insert_saga"], row)
             self._insert_entries(cur, entries)
+            if notify:
+                cur.execute(f"NOTIFY {CHANNEL}")
 
         self._direct(sql["insert_saga"], work)
+
+    # -- ownership ----------------------------------------------------------
+
+    def claim(
+        self,
+        owner: str,
+        until: float,
+        now: float,
+        definitions: Iterable[DefinitionKey],
+        *,
+        limit: int = 1,
+        saga_id: str | None = None,
+        due_only: bool = True,
+        exclude: Iterable[str] = (),
+    ) -> list[SagaRow]:
+        """Take runnable sagas: unfinished, of one of ``definitions``, their lease
+        free or expired, and (with ``due_only``) due. Each taken saga's lease
+        epoch grows by one, which fences off whoever held it before.
+
+        Args:
+            owner: the claiming runner's id.
+            until: the new leases' expiry.
+            now: the time leases and due times are compared with.
+            definitions: the definitions the runner can drive.
+            limit: at most this many.
+            saga_id: only this saga.
+            due_only: skip sagas waiting out a retry delay.
+            exclude: never these sagas.
+
+        Returns:
+            The claimed rows, as they are now.
+        """
+        keys = list(definitions)
+        if not keys or limit < 1:
+            return []
+        conditions = [
+            _incomplete(),
+            sa.or_(sagas.c.owner.is_(None), sagas.c.lease_until < now),
+            sa.tuple_(sagas.c.name, sagas.c.version, sagas.c.fingerprint).in_(keys),
+        ]
+        if due_only:
+            conditions.append(sa.or_(sagas.c.due_at.is_(None), sagas.c.due_at <= now))
+        if saga_id is not None:
+            conditions.append(sagas.c.saga_id == saga_id)
+        skip = list(exclude)
+        if skip:
+            conditions.append(sagas.c.saga_id.not_in(skip))
+        pick = sa.select(sagas.c.saga_id).where(*conditions).order_by(sagas.c.created_at)
+        pick = pick.limit(limit).with_for_update(skip_locked=True)
+        take = (
+            sagas.update()
+            .where(sagas.c.saga_id.in_(pick.scalar_subquery()))
+            .values(owner=owner, lease_until=until, lease_epoch=sagas.c.lease_epoch + 1)
+            .returning(*sagas.c)
+        )
+        with self._writing() as conn:
+            return [SagaRow(*r) for r in conn.execute(take)]
+
+    def extend(self, owner: str, until: float) -> set[str]:
+        """Extend every lease ``owner`` holds to ``until``; return the sagas it still holds."""
+        keep = (
+            sagas.update()
+            .where(sagas.c.owner == owner, _incomplete())
+            .values(lease_until=until)
+            .returning(sagas.c.saga_id)
+        )
+        with self._writing() as conn:
+            return {r[0] for r in conn.execute(keep)}
+
+    def release(self, owner: str, saga_ids: Iterable[str]) -> None:
+        """Let go of the leases ``owner`` holds on ``saga_ids`` (they become
+        claimable at once; their epoch is left as it is)."""
+        ids = list(saga_ids)
+        if not ids:
+            return
+        free = (
+            sagas.update()
+            .where(sagas.c.owner == owner, sagas.c.saga_id.in_(ids))
+            .values(owner=None, lease_until=None)
+        )
+        with self._writing() as conn:
+            conn.execute(free)
+
+    def listen(self, wake: Callable[[], None]) -> Listener | None:
+        """Call ``wake()`` whenever a runnable saga is announced (PostgreSQL's
+        ``LISTEN``); ``None`` on a database that cannot announce (SQLite: poll)."""
+        if self.dialect != "postgresql":
+            return None
+        return Listener(self.engine, CHANNEL, wake)
+
+    def next_due(self, definitions: Iterable[DefinitionKey]) -> float | None:
+        """When the earliest saga of ``definitions`` waiting out a delay is due."""
+        keys = list(definitions)
+        if not keys:
+            return None
+        q = sa.select(sa.func.min(sagas.c.due_at)).where(
+            _incomplete(),
+            sagas.c.due_at.is_not(None),
+            sa.tuple_(sagas.c.name, sagas.c.version, sagas.c.fingerprint).in_(keys),
+        )
+        with self._reading() as conn:
+            found = conn.execute(q).scalar()
+        return None if found is None else float(found)
 
     # -- reads ------------------------------------------------------------
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             yield conn.execution_options(**{READ_ONLY: True})
 
     def get(self, saga_id: str) -> SagaRow | None:
@@ -380,17 +421,17 @@ class SqlStore:
             ).all()
         return [LogRow(*r) for r in rows]
 
-    def incomplete(self, limit: int | None = None) -> list[SagaRow]:
-        """Sagas still ``started`` or ``compensating``, found through the partial index.
-
-        The statuses are rendered as SQL literals: with bound parameters SQLite
-        (and a generic PostgreSQL plan) cannot tell that the query matches the
-        index's ``WHERE status IN ('started', 'compensating')`` and scans the table.
-        """
-        statuses: Any = sa.bindparam(
-            "statuses", list(INCOMPLETE), expanding=True, literal_execute=True
-        )
-        q = sa.select(sagas).where(sagas.c.status.in_(statuses)).order_by(sagas.c.created_at)
+    def incomplete(
+        self, limit: int | None = None, *, except_: Iterable[DefinitionKey] = ()
+    ) -> list[SagaRow]:
+        """Sagas still ``started`` or ``compensating``, found through the partial
+        index, oldest first; ``except_``: leave out those of these definitions."""
+        q = sa.select(sagas).where(_incomplete()).order_by(sagas.c.created_at)
+        keys = list(except_)
+        if keys:
+            q = q.where(
+                sa.not_(sa.tuple_(sagas.c.name, sagas.c.version, sagas.c.fingerprint).in_(keys))
+            )
         if limit is not None:
             q = q.limit(limit)
         with self._reading() as conn:
@@ -417,3 +458,7 @@ class SqlStore:
             q = q.where(sagas.c.name == name)
         with self._reading() as conn:
             return [SagaRow(*r) for r in conn.execute(q)]
+
+
+#: The PostgreSQL channel a new runnable saga is announced on.
+CHANNEL = "statesaga_runnable"

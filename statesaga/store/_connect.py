@@ -1,0 +1,83 @@
+"""Opening a database for statesaga: SQLite tuned for many writers, PostgreSQL as
+it is, either of them read-only for commands that only look."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+#: Execution option marking a connection that only reads (SQLite: plain BEGIN).
+READ_ONLY = "statesaga_read_only"
+
+
+def make_engine(
+    url: str,
+    *,
+    sqlite_synchronous: str = "NORMAL",
+    busy_timeout: float = 30.0,
+    read_only: bool = False,
+    pool_size: int | None = None,
+) -> Engine:
+    """Create an SQLAlchemy engine for ``url``, tuned for statesaga.
+
+    For SQLite: WAL journal, the given ``synchronous`` level, a busy timeout and
+    ``BEGIN IMMEDIATE`` for every writing transaction (writers queue instead of
+    deadlocking on a lock upgrade). Other databases are opened as they are.
+
+    Args:
+        url: the database URL.
+        sqlite_synchronous: SQLite's ``synchronous`` pragma.
+        busy_timeout: seconds an SQLite writer waits for the write lock.
+        read_only: open without the right to write: SQLite opens the file
+            read-only (and never creates it), PostgreSQL makes every
+            transaction read-only.
+        pool_size: connections the pool keeps (more are opened on demand up
+            to twice that); the default is SQLAlchemy's.
+    """
+    sync = sqlite_synchronous.upper()
+    if sync not in SQLITE_SYNCHRONOUS:
+        raise ValueError(
+            f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
+            f"got {sqlite_synchronous!r}"
+        )
+    parsed = make_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    memory = sqlite and parsed.database in (None, "", ":memory:")
+    options: dict[str, Any] = {}
+    if pool_size is not None and not memory:
+        options.update(pool_size=pool_size, max_overflow=pool_size)
+    if read_only and sqlite and not memory:
+        database = parsed.database or ""
+        if not database.startswith("file:"):
+            database = f"file:{database}"
+        parsed = parsed.set(database=database, query={**parsed.query, "mode": "ro", "uri": "true"})
+    elif read_only and parsed.get_backend_name() == "postgresql":
+        options["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+    engine = sa.create_engine(parsed, **options)
+    if sqlite:
+        _tune_sqlite(engine, sync, busy_timeout, wal=not (memory or read_only))
+    return engine
+
+
+def _tune_sqlite(engine: Engine, sync: str, busy_timeout: float, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE itself.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if wal:
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={sync}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # Writers take the write lock up front; readers must not queue behind them.
+        read = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")

@@ -1,0 +1,133 @@
+"""The connections the store's hot path commits on.
+
+A transition takes a writer, commits on it, and gives it back at once: no
+connection is held while a handler runs, so no number of threads or sagas can
+exhaust the pool. Writers are kept in an idle stack between transitions
+instead of going back to the pool (a pool return resets the connection, which
+costs a third of a saga), and there are at most ``limit`` of them: a thread
+that finds them all busy waits for one, which is short (a commit), and leaves
+the rest of the pool to readers and transactional steps.
+
+``close`` refuses new writers, waits for those in use to come back, then
+closes them all; a forked child leaves its parent's connections alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from statesaga._errors import EngineClosed
+
+
+class Writer:
+    """A pooled DBAPI connection the hot path writes on, with its cursor."""
+
+    __slots__ = ("cursor", "dbapi", "fairy")
+
+    def __init__(self, fairy: Any) -> None:
+        self.fairy = fairy
+        self.dbapi = fairy.driver_connection
+        self.cursor = self.dbapi.cursor()
+
+
+class Writers:
+    """At most ``limit`` writers, lent out one transition at a time.
+
+    Args:
+        engine: the SQLAlchemy engine whose pool the connections come from.
+        limit: how many writers may exist at once.
+    """
+
+    def __init__(self, engine: Engine, limit: int) -> None:
+        self._engine = engine
+        self._limit = max(1, limit)
+        self._idle: list[Writer] = []
+        self._count = 0  # writers in existence (idle or lent)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._pid = os.getpid()
+        event.listen(engine, "engine_disposed", self._disposed)
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[Writer]:
+        """A writer for one transaction; ``broken`` it is closed instead of returned.
+
+        Raises:
+            EngineClosed: the store was closed.
+        """
+        writer = self._take()
+        try:
+            yield writer
+        except BaseException:
+            # The caller rolled back (or could not): a writer that cannot roll back is dropped.
+            self._give(writer, keep=_rolled_back(writer))
+            raise
+        self._give(writer, keep=True)
+
+    def _take(self) -> Writer:
+        if self._pid != os.getpid():
+            self._forget()
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise EngineClosed()
+                if self._idle:
+                    return self._idle.pop()
+                if self._count < self._limit:
+                    self._count += 1
+                    break
+                self._cond.wait()
+        try:
+            return Writer(self._engine.raw_connection())
+        except BaseException:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
+            raise
+
+    def _give(self, writer: Writer, keep: bool) -> None:
+        with self._cond:
+            if keep and not self._closed:
+                self._idle.append(writer)
+            else:
+                self._count -= 1
+                keep = False
+            self._cond.notify_all()
+        if not keep:
+            with contextlib.suppress(Exception):
+                writer.fairy.invalidate()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new writers, wait (up to ``timeout``) for lent ones, close them all."""
+        with self._cond:
+            self._closed = True
+            self._cond.wait_for(lambda: self._count == len(self._idle), timeout)
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+        for writer in idle:
+            with contextlib.suppress(Exception):
+                writer.fairy.invalidate()
+
+    def _disposed(self, _engine: Engine) -> None:
+        self.close(timeout=0)
+
+    def _forget(self) -> None:
+        # A forked child: the writers are the parent's connections; leave them alone.
+        with self._cond:
+            self._idle, self._count = [], 0
+            self._pid = os.getpid()
+
+
+def _rolled_back(writer: Writer) -> bool:
+    try:
+        writer.dbapi.rollback()
+    except Exception:
+        return False
+    return True
