@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
+import cattrs
 from cattrs.preconf.json import make_converter
 
 _converter = make_converter()
@@ -35,3 +37,28 @@ def loads(text: str | None, type_: Any = None) -> Any:
     if type_ is None or data is None:
         return data
     return _converter.structure(data, type_)
+
+
+def round_trip_problem(value: Any, type_: Any) -> str | None:
+    """Why ``value`` would not come back equal from storage as ``type_`` (a field
+    of the wrong type inside an attrs instance, say), or ``None`` if it would.
+
+    The value must already encode (``dumps``)."""
+    try:
+        back = loads(dumps(value), type_)
+    except cattrs.BaseValidationError as exc:
+        return "; ".join(cattrs.transform_error(exc))
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    if back == value:
+        return None
+    if attrs.has(type(value)):
+        for field in attrs.fields(type(value)):
+            mine, stored = getattr(value, field.name), getattr(back, field.name)
+            if mine != stored or type(mine) is not type(stored):
+                wanted = getattr(field.type, "__name__", str(field.type))
+                return (
+                    f"field {field.name!r} is {type(mine).__name__} {mine!r}, but it is "
+                    f"declared {wanted} (it would come back as {stored!r})"
+                )
+    return f"{value!r} would come back from storage as {back!r}"

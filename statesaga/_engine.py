@@ -301,6 +301,10 @@ class SagaEngine:
             input_text = codec.dumps(input)
         except (TypeError, ValueError) as exc:
             raise SerializationError(spec.name, saga_id, "input", input, str(exc)) from exc
+        if spec.input_type is not None:
+            problem = codec.round_trip_problem(input, spec.input_type)
+            if problem is not None:
+                raise InvalidInput(spec.name, spec.input_type, input, problem)
         self.store.ensure_schema()
         now = self._clock()
         lease = (self.owner, self._leases.until()) if held else None

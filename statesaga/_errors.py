@@ -52,15 +52,32 @@ class InvalidDefinition(StateSagaError, TypeError):
 
 
 class InvalidInput(StateSagaError, TypeError):
-    """The input given to ``run``/``start`` is not an instance of the saga's ``input_type``."""
+    """The input given to ``run``/``start`` is not a valid ``input_type`` value: not an
+    instance of it, or one that would not come back equal from storage (a field of
+    the wrong type), so the saga could not be resumed.
 
-    def __init__(self, saga: str, expected: type, got: object) -> None:
-        super().__init__(
-            f"saga {saga!r} expects input of type {expected.__qualname__}, "
-            f"got {type(got).__qualname__}: build a {expected.__qualname__}(...) and pass that"
-        )
+    Attributes:
+        saga: the saga's name.
+        expected: its ``input_type``.
+        problem: what is wrong, when the type itself is right.
+    """
+
+    def __init__(self, saga: str, expected: type, got: object, problem: str | None = None) -> None:
+        name = expected.__qualname__
+        if problem is None:
+            message = (
+                f"saga {saga!r} expects input of type {name}, got {type(got).__qualname__}: "
+                f"build a {name}(...) and pass that"
+            )
+        else:
+            message = (
+                f"saga {saga!r}: this {name} input could not be resumed from storage: "
+                f"{problem}; pass values of the declared types"
+            )
+        super().__init__(message)
         self.saga = saga
         self.expected = expected
+        self.problem = problem
 
 
 class SerializationError(StateSagaError, TypeError):

@@ -496,3 +496,18 @@ def test_sqlalchemy_write_path(engine: SagaEngine, order: OrderSaga) -> None:
     assert run.status is SagaStatus.COMPLETED and commits() == 5
     assert not engine.run(OrderSaga, OrderRequest("c-1", 42.0), saga_id="via-sa").created
     check_saga(OrderSaga.spec, run.status, engine.history("via-sa"))
+
+
+def test_input_that_could_not_be_resumed_is_refused(engine: SagaEngine, order: OrderSaga) -> None:
+    """An input whose fields have the wrong types would come back different (or
+    not at all) from storage, so no engine could resume the saga: it is refused at
+    start, naming the field and the declared type, and nothing is stored."""
+    with pytest.raises(
+        InvalidInput, match="field 'customer_id' is int 123, but it is declared str"
+    ):
+        engine.start(OrderSaga, OrderRequest(123, 5.0), saga_id="typed-1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"expected float @ \$\.total"):
+        engine.start(OrderSaga, OrderRequest("c-1", "lots"), saga_id="typed-2")  # type: ignore[arg-type]
+    ok = engine.start(OrderSaga, OrderRequest("c-1", 5.0), saga_id="typed-3")
+    assert ok.created
+    assert [s.saga_id for s in engine.list()] == ["typed-3"]
