@@ -15,7 +15,6 @@ another live runner drives is left to it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import threading
@@ -130,11 +129,7 @@ class SagaEngine:
         for worker in workers:
             worker.stop(grace=0)
         self._leases.close()
-        held = self._leases.held()
-        if held:
-            with contextlib.suppress(Exception):  # else the leases simply expire
-                self.store.release(self.owner, held)
-        self.store.close()
+        self.store.close(release=self.owner)
         self._handler_loop.close()
 
     def upgrade(self) -> tuple[int | None, int]:

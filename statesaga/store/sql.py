@@ -136,11 +136,18 @@ class SqlStore:
         """The database URL, its password hidden."""
         return self.engine.url.render_as_string(hide_password=True)
 
-    def close(self, timeout: float | None = 30.0) -> None:
-        """Refuse new work, wait (up to ``timeout``) for commits in flight, and
-        close every connection."""
+    def close(self, timeout: float | None = 30.0, *, release: str | None = None) -> None:
+        """Refuse new work, wait (up to ``timeout``) for commits in flight, let go
+        of every saga ``release`` (an owner) still holds, and close every connection."""
         self._closed = True
         self._writers.close(timeout)
+        if release is not None:
+            with contextlib.suppress(Exception), self.engine.begin() as conn:
+                conn.execute(
+                    sagas.update()
+                    .where(sagas.c.owner == release)
+                    .values(owner=None, lease_until=None)
+                )
         self.engine.dispose()
 
     def _wrap(self, exc: Exception, statement: str) -> Exception:
