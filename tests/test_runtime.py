@@ -113,7 +113,7 @@ def test_a_retry_delay_holds_no_thread(new_engine: Callable[..., SagaEngine]) ->
     """500 sagas each waiting 2 s between attempts, on one worker of concurrency 8:
     while they wait, every one is parked in the database (due time set, no owner)
     and the worker drives none of them; then all finish, each attempted twice.
-    Serially holding a thread each, the wait alone would take 500 × 2 s / 8 = 125 s."""
+    Serially holding a thread each, the wait alone would take 500 * 2 s / 8 = 125 s."""
     engine = new_engine()
     saga = Flaky()
     engine.register(saga)
