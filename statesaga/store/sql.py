@@ -466,6 +466,34 @@ class SqlStore:
         with self._reading() as conn:
             return [SagaRow(*r) for r in conn.execute(q)]
 
+    # -- for the command line: paging and id prefixes ------------------------
+
+    def count(self, *, status: str | None = None, name: str | None = None) -> int:
+        """How many sagas ``list`` with the same filters would page through."""
+        q = sa.select(sa.func.count()).select_from(sagas)
+        if status is not None:
+            q = q.where(sagas.c.status == status)
+        if name is not None:
+            q = q.where(sagas.c.name == name)
+        with self._reading() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
+        """Up to ``limit`` saga ids that start with ``prefix`` (exactly: case
+        counts, ``%`` and ``_`` are plain characters), sorted."""
+        q = (
+            sa.select(sagas.c.saga_id)
+            .where(
+                sagas.c.saga_id.startswith(prefix, autoescape=True),
+                # SQLite's LIKE ignores case; this makes the match exact everywhere.
+                sa.func.substr(sagas.c.saga_id, 1, len(prefix)) == prefix,
+            )
+            .order_by(sagas.c.saga_id)
+            .limit(limit)
+        )
+        with self._reading() as conn:
+            return list(conn.execute(q).scalars())
+
 
 #: The PostgreSQL channel a new runnable saga is announced on.
 CHANNEL = "statesaga_runnable"
