@@ -181,6 +181,7 @@ class LiveRun:
         "epoch",
         "error",
         "failures",
+        "halt",
         "input",
         "loop",
         "outcome",
@@ -221,6 +222,7 @@ class LiveRun:
         self.epoch = epoch  # the lease epoch this runner holds it at: its writes' fence
         self.parks = False  # let go of the saga during a retry delay instead of sleeping
         self.parked = False  # it was let go to wait out a retry delay
+        self.halt: threading.Event | None = None  # set: start no new attempt, let it go
         deadline = defn.spec.deadline
         self.deadline_at = None if deadline is None else created_at + deadline
 
@@ -311,6 +313,9 @@ class Runner:
             while not machine.is_terminal(run.state) and not run.parked:
                 if not self.leases.valid(run.saga_id):
                     raise _LeaseLost
+                if run.halt is not None and run.halt.is_set():
+                    self._let_go(run)
+                    return run.snapshot()
                 info = machine.state(run.state)
                 assert info.step is not None
                 step = spec.step(info.step)
@@ -330,11 +335,14 @@ class Runner:
         except BaseException:
             # Interrupted (an error escaped, the process is being stopped): the saga
             # stays where it was, and any runner may take it at once.
-            self.leases.drop(run.saga_id)
-            with contextlib.suppress(Exception):
-                self.store.release(self.leases.owner, [run.saga_id])
+            self._let_go(run)
             raise
         return run.snapshot()
+
+    def _let_go(self, run: LiveRun) -> None:
+        self.leases.drop(run.saga_id)
+        with contextlib.suppress(Exception):
+            self.store.release(self.leases.owner, [run.saga_id])
 
     # -- one attempt ------------------------------------------------------
 

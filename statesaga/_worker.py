@@ -99,6 +99,7 @@ class Worker:
         self._resumed: list[SagaRun] = []
         self._skipped: list[ResumeError] = []
         self._signals = 0
+        self._serving = False
         self._parks = True  # retry delays park the saga (a drain that waits sleeps instead)
 
     def __repr__(self) -> str:
@@ -128,6 +129,7 @@ class Worker:
 
     def start(self) -> Worker:
         """Run in a background thread; ``stop`` ends it."""
+        self._serving = True  # before the thread runs: a stop() right away waits for it
         self._thread = threading.Thread(
             target=self._serve, args=(False,), name="statesaga-claim", daemon=True
         )
@@ -148,13 +150,21 @@ class Worker:
         return RecoveryReport(resumed=list(self._resumed), skipped=list(self._skipped))
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop claiming; let running handlers finish for up to ``grace`` seconds
-        (default: the worker's); let go of the sagas still running after that (any
-        worker may take them at once; a late write of theirs is refused)."""
+        """Stop claiming and starting new attempts; let running handlers finish and
+        record their outcome for up to ``grace`` seconds (default: the worker's),
+        then let go of every saga (any worker may take them at once; a late write
+        of a handler still running is refused)."""
+        if grace is not None:
+            self.grace = grace
         self._stopping.set()
         self._wake.set()
-        wait = self.grace if grace is None else grace
-        deadline = time.monotonic() + wait
+        if self._serving and threading.current_thread() is not self._thread:
+            self._stopped.wait(timeout=self.grace + 30)
+
+    def _wind_down(self) -> None:
+        """The serving loop's last act: let running handlers finish and record their
+        outcome (up to the grace period), then let go of whatever still runs."""
+        deadline = time.monotonic() + self.grace
         with self._lock:
             pending = list(self._busy.values())
         concurrent.futures.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
@@ -163,9 +173,6 @@ class Worker:
         if left:
             self.engine._let_go(left, "the worker stopped before they finished")
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-        self._stopped.wait(timeout=5)
 
     def __enter__(self) -> Worker:
         return self.start()
@@ -201,6 +208,7 @@ class Worker:
         threading.Thread(target=self.stop, name="statesaga-stop", daemon=True).start()
 
     def _serve(self, drain: bool) -> None:
+        self._serving = True
         engine = self.engine
         engine._attach(self)
         listener = None if drain else engine.store.listen(self._wake.set)
@@ -233,9 +241,12 @@ class Worker:
             if listener is not None:
                 listener.close()
             engine._detach(self)
-            self._stopped.set()
             if drain:
                 self._pool.shutdown(wait=True)
+            else:
+                self._wind_down()
+            self._serving = False
+            self._stopped.set()
 
     def _next_wait(self, idle: float) -> float:
         """How long to sleep when there was nothing to claim: until the next parked
@@ -249,6 +260,7 @@ class Worker:
         return max(0.0, min(idle, due - self.engine._clock()))
 
     def _submit(self, run: LiveRun) -> None:
+        run.halt = self._stopping  # a stopping worker starts no new attempt
         with self._lock:
             self._busy[run.saga_id] = self._pool.submit(self._drive, run)
 
