@@ -84,6 +84,7 @@ class Worker:
             raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
         self.engine = engine
         self.concurrency = concurrency
+        engine.store.reserve(concurrency)  # a commit per running saga, at once
         self.poll = poll
         self.grace = grace
         self._pool = concurrent.futures.ThreadPoolExecutor(

@@ -1,12 +1,13 @@
 """The connections the store's hot path commits on.
 
 A transition takes a writer, commits on it, and gives it back at once: no
-connection is held while a handler runs, so no number of threads or sagas can
-exhaust the pool. Writers are kept in an idle stack between transitions
-instead of going back to the pool (a pool return resets the connection, which
-costs a third of a saga), and there are at most ``limit`` of them: a thread
-that finds them all busy waits for one, which is short (a commit), and leaves
-the rest of the pool to readers and transactional steps.
+connection is held while a handler runs. Writers are opened through the pool
+(so every connect hook applies) and then *detached* from it: they never count
+against the pool, so no number of threads or sagas can exhaust it for readers
+and transactional steps, and they never go through a pool return (which resets
+the connection and costs a third of a saga). There are at most ``limit`` of
+them, raised to a worker's concurrency when it starts; a thread that finds them
+all busy waits for one, which is short (a commit).
 
 ``close`` refuses new writers, waits for those in use to come back, then
 closes them all; a forked child leaves its parent's connections alone.
@@ -29,12 +30,11 @@ from statesaga._errors import EngineClosed
 class Writer:
     """A pooled DBAPI connection the hot path writes on, with its cursor."""
 
-    __slots__ = ("cursor", "dbapi", "fairy")
+    __slots__ = ("cursor", "dbapi")
 
-    def __init__(self, fairy: Any) -> None:
-        self.fairy = fairy
-        self.dbapi = fairy.driver_connection
-        self.cursor = self.dbapi.cursor()
+    def __init__(self, dbapi: Any) -> None:
+        self.dbapi = dbapi
+        self.cursor = dbapi.cursor()
 
 
 class Writers:
@@ -85,12 +85,21 @@ class Writers:
                     break
                 self._cond.wait()
         try:
-            return Writer(self._engine.raw_connection())
+            fairy = self._engine.raw_connection()
+            dbapi = fairy.driver_connection
+            fairy.detach()
+            return Writer(dbapi)
         except BaseException:
             with self._cond:
                 self._count -= 1
                 self._cond.notify()
             raise
+
+    def grow(self, limit: int) -> None:
+        """Allow at least ``limit`` writers."""
+        with self._cond:
+            self._limit = max(self._limit, limit)
+            self._cond.notify_all()
 
     def _give(self, writer: Writer, keep: bool) -> None:
         with self._cond:
@@ -102,7 +111,7 @@ class Writers:
             self._cond.notify_all()
         if not keep:
             with contextlib.suppress(Exception):
-                writer.fairy.invalidate()
+                writer.dbapi.close()
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new writers, wait (up to ``timeout``) for lent ones, close them all."""
@@ -113,7 +122,7 @@ class Writers:
             self._count -= len(idle)
         for writer in idle:
             with contextlib.suppress(Exception):
-                writer.fairy.invalidate()
+                writer.dbapi.close()
 
     def _disposed(self, _engine: Engine) -> None:
         self.close(timeout=0)

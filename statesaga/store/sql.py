@@ -84,8 +84,8 @@ class SqlStore:
 
     Args:
         engine: an SQLAlchemy engine (see ``make_engine``).
-        writers: connections the hot path may hold at once (default: the
-            pool's size), leaving the rest of the pool to readers.
+        writers: connections the hot path may open (outside the pool, which
+            is left to readers and transactional steps); ``reserve`` raises it.
     """
 
     def __init__(self, engine: Engine, *, writers: int | None = None) -> None:
@@ -125,11 +125,15 @@ class SqlStore:
             }
         self._begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else None
         self._dbapi_error = engine.dialect.loaded_dbapi.Error
-        size = getattr(engine.pool, "size", None)
-        self._writers = Writers(engine, writers or (size() if callable(size) else 5))
+        self._writers = Writers(engine, writers or 8)
         #: Transactions committed by ``create`` and ``advance``; they bypass
         #: SQLAlchemy's ``commit`` event (benchmarks/throughput.py counts them here).
         self.commits = 0
+
+    def reserve(self, writers: int) -> None:
+        """Allow at least ``writers`` transitions to commit at once (a worker of that
+        concurrency starts)."""
+        self._writers.grow(writers)
 
     @property
     def url(self) -> str:
@@ -478,7 +482,7 @@ class SqlStore:
         with self._reading() as conn:
             return int(conn.execute(q).scalar_one())
 
-    def ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
+    def ids_starting_with(self, prefix: str, limit: int = 10) -> Sequence[str]:
         """Up to ``limit`` saga ids that start with ``prefix`` (exactly: case
         counts, ``%`` and ``_`` are plain characters), sorted."""
         q = (
