@@ -80,18 +80,21 @@ EXPECTED_COMMITS = 5
 # The statements statesaga's store issues (see statesaga/store/sql.py), written by hand.
 SAGA_COLS = (
     "saga_id, name, version, fingerprint, status, state, attempt, seq, input, error, "
-    "due_at, created_at, updated_at"
+    "due_at, created_at, updated_at, owner, lease_until, lease_epoch"
 )
 LOG_COLS = "saga_id, seq, step, status, attempt, result, error, at"
 SQL = {
-    "insert_saga": f"INSERT INTO statesaga_sagas ({SAGA_COLS}) VALUES ({', '.join('?' * 13)})",
+    "insert_saga": f"INSERT INTO statesaga_sagas ({SAGA_COLS}) VALUES ({', '.join('?' * 16)})",
     "insert_log": f"INSERT INTO statesaga_log ({LOG_COLS}) VALUES ({', '.join('?' * 8)})",
     "update_saga": (
         "UPDATE statesaga_sagas SET status=?, state=?, attempt=?, seq=?, error=?, due_at=?, "
-        "updated_at=? WHERE statesaga_sagas.saga_id = ? AND statesaga_sagas.seq = ?"
+        "updated_at=?, owner=?, lease_until=? WHERE statesaga_sagas.saga_id = ? "
+        "AND statesaga_sagas.seq = ? AND statesaga_sagas.lease_epoch = ?"
     ),
 }
 STEPS = ("create_order", "charge_payment", "reserve_inventory", "confirm_order")
+#: The runner a saga's row names as its owner while it runs (statesaga writes its own).
+OWNER = "vm:12345:0123abcd"
 RESULTS = ('"orders-0123456789"', '"payments-0123456789"', '"inventory-0123456789"', "null")
 
 
@@ -142,7 +145,24 @@ def floor_saga(db: Floor, fingerprint: str, i: int) -> None:
     db.begin()
     db.execute(
         "insert_saga",
-        (sid, "order", 1, fingerprint, "started", STEPS[0], 1, 1, input_text, None, None, now, now),
+        (
+            sid,
+            "order",
+            1,
+            fingerprint,
+            "started",
+            STEPS[0],
+            1,
+            1,
+            input_text,
+            None,
+            None,
+            now,
+            now,
+            OWNER,
+            now + 30.0,
+            1,
+        ),
     )
     db.execute("insert_log", (sid, 1, STEPS[0], "executing", 1, None, None, now))
     db.commit()
@@ -150,14 +170,30 @@ def floor_saga(db: Floor, fingerprint: str, i: int) -> None:
     for k, step in enumerate(STEPS):
         now = time.time()
         entries = [(sid, seq + 1, step, "completed", 1, RESULTS[k], None, now)]
+        owner: str | None = OWNER
         if k == len(STEPS) - 1:
-            status, state, attempt = "completed", "completed", 0
+            status, state, attempt, owner = "completed", "completed", 0, None
         else:
             status, state, attempt = "started", STEPS[k + 1], 1
             entries.append((sid, seq + 2, state, "executing", 1, None, None, now))
         db.begin()
+        until = None if owner is None else now + 30.0
         rows = db.execute(
-            "update_saga", (status, state, attempt, seq + len(entries), None, None, now, sid, seq)
+            "update_saga",
+            (
+                status,
+                state,
+                attempt,
+                seq + len(entries),
+                None,
+                None,
+                now,
+                owner,
+                until,
+                sid,
+                seq,
+                1,
+            ),
         )
         if rows != 1:
             raise RuntimeError(f"fenced update of {sid} matched {rows} rows")
