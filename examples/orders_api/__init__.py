@@ -1,0 +1,1 @@
+"""An order service on FastAPI with statesaga: see app.py."""
