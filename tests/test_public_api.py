@@ -131,6 +131,9 @@ OUTSIDE_THE_TREE = {
     # Internal control flow: the runner lost its lease; a BaseException so that no
     # handler error path takes it for a failure; never escapes the runner.
     "statesaga._runner._LeaseLost",
+    # The example sagas' own errors: they stand for a user's services, not statesaga.
+    "statesaga.examples.services.ServiceError",
+    "statesaga.examples.transfer.InsufficientFunds",
 }
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import attrs
 
-from definitions.services import FakeServices
 from statesaga import Retry, Saga, StepContext, step
+from statesaga.examples.services import FakeServices
+
+__all__ = ["OPERATIONS", "OrderRequest", "OrderSaga"]
 
 
 @attrs.frozen

@@ -12,6 +12,8 @@ import zlib
 from collections import Counter
 from typing import Any
 
+__all__ = ["FakeServices", "ServiceError"]
+
 
 class ServiceError(Exception):
     """A (simulated) failure of a remote service."""

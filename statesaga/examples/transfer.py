@@ -14,8 +14,19 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from definitions.services import FakeServices
 from statesaga import Saga, StepContext, step
+from statesaga.examples.services import FakeServices
+
+__all__ = [
+    "InsufficientFunds",
+    "TransferRequest",
+    "TransferSaga",
+    "accounts",
+    "balances",
+    "ledger",
+    "metadata",
+    "open_accounts",
+]
 
 metadata = sa.MetaData()
 accounts = sa.Table(
