@@ -7,35 +7,76 @@ crashed process resumes where it stopped.
 The public packages are ``statesaga`` (this one), ``statesaga.store``,
 ``statesaga.diagrams`` and ``statesaga.testing``; modules whose names start
 with an underscore are the implementation.
+
+The public names are imported on first use (PEP 562), all together: importing
+``statesaga`` alone, as the ``statesaga`` command does before it knows which
+subcommand runs, costs nothing of SQLAlchemy or transitions.
 """
 
-from statesaga._definition import Saga, step
-from statesaga._engine import SagaEngine
-from statesaga._errors import (
-    ConcurrentUpdate,
-    DeadlineExceeded,
-    DefinitionConflict,
-    EngineClosed,
-    HistoryMismatch,
-    InvalidDefinition,
-    InvalidInput,
-    InvalidTransition,
-    NotRegistered,
-    ResumeError,
-    SagaIdConflict,
-    SagaNotFound,
-    SchemaMissing,
-    SchemaVersionError,
-    SerializationError,
-    StateSagaError,
-    StepTimeout,
-)
-from statesaga._machine import SagaMachine
-from statesaga._runner import Hooks, StepContext
-from statesaga._spec import CompensationSpec, Retry, SagaSpec, StepSpec
-from statesaga._status import EntryStatus, SagaStatus
-from statesaga._views import LogEntry, SagaRun, SagaSummary
-from statesaga._worker import RecoveryReport, Worker
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from statesaga._definition import Saga, step
+    from statesaga._engine import SagaEngine
+    from statesaga._errors import (
+        ConcurrentUpdate,
+        DeadlineExceeded,
+        DefinitionConflict,
+        EngineClosed,
+        HistoryMismatch,
+        InvalidDefinition,
+        InvalidInput,
+        InvalidTransition,
+        NotRegistered,
+        ResumeError,
+        SagaIdConflict,
+        SagaNotFound,
+        SchemaMissing,
+        SchemaVersionError,
+        SerializationError,
+        StateSagaError,
+        StepTimeout,
+    )
+    from statesaga._machine import SagaMachine
+    from statesaga._runner import Hooks, StepContext
+    from statesaga._spec import CompensationSpec, Retry, SagaSpec, StepSpec
+    from statesaga._status import EntryStatus, SagaStatus
+    from statesaga._views import LogEntry, SagaRun, SagaSummary
+    from statesaga._worker import RecoveryReport, Worker
+
+#: Where each public name is defined.
+_SOURCES = {
+    "statesaga._definition": ("Saga", "step"),
+    "statesaga._engine": ("SagaEngine",),
+    "statesaga._errors": (
+        "ConcurrentUpdate",
+        "DeadlineExceeded",
+        "DefinitionConflict",
+        "EngineClosed",
+        "HistoryMismatch",
+        "InvalidDefinition",
+        "InvalidInput",
+        "InvalidTransition",
+        "NotRegistered",
+        "ResumeError",
+        "SagaIdConflict",
+        "SagaNotFound",
+        "SchemaMissing",
+        "SchemaVersionError",
+        "SerializationError",
+        "StateSagaError",
+        "StepTimeout",
+    ),
+    "statesaga._machine": ("SagaMachine",),
+    "statesaga._runner": ("Hooks", "StepContext"),
+    "statesaga._spec": ("CompensationSpec", "Retry", "SagaSpec", "StepSpec"),
+    "statesaga._status": ("EntryStatus", "SagaStatus"),
+    "statesaga._views": ("LogEntry", "SagaRun", "SagaSummary"),
+    "statesaga._worker": ("RecoveryReport", "Worker"),
+}
 
 __all__ = [
     "CompensationSpec",
@@ -75,7 +116,24 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-# Public names report the package a user imports them from (as httpx does).
-for _name in __all__:
-    globals()[_name].__module__ = __name__
-del _name
+
+def _load() -> None:
+    """Import every public name at once, and make each report this package as
+    its module (as httpx does)."""
+    for module_name, names in _SOURCES.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            value = getattr(module, name)
+            value.__module__ = __name__
+            globals()[name] = value
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
