@@ -628,12 +628,12 @@ def test_cli_diagram_of_a_stored_saga(
     assert result.exit_code == 0, result.output
     assert b'font-weight="bold" font-size="14.00">o&#45;9</text>' in svg.read_bytes()
     result = runner.invoke(main, ["diagram", "--saga", "nope", "--db", db_url])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # not found
     assert "no saga with id 'nope'" in result.output
     result = runner.invoke(
         main, ["diagram", "definitions.trip:TripSaga", "--saga", "o-9", "--db", db_url]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # its definition is not found
     assert "order v1" in result.output
 
 

@@ -1,59 +1,61 @@
-"""The ``statesaga diagram`` and ``statesaga diagrams`` commands."""
+"""The ``statesaga diagram`` and ``statesaga diagrams`` commands.
+
+``diagram`` draws a definition (``MODULE:Class``) or a stored saga (its id, or
+a prefix of it, with ``--db``). A stored saga is read read-only and drawn over
+its definition when one of the configured definitions is the one it ran on;
+otherwise over the definition its log tells (``statesaga.cli._from_log``), with
+a note of what that leaves out.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
-from types import ModuleType
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import click
 
-from statesaga._definition import Saga
-from statesaga._discovery import import_module, load_sagas
-from statesaga._engine import SagaEngine
-from statesaga._errors import HistoryMismatch, SagaNotFound
-from statesaga.diagrams.dot import Direction
-from statesaga.diagrams.extract import model_of
-from statesaga.diagrams.generate import generate
-from statesaga.diagrams.model import GraphModel
-from statesaga.diagrams.render import FORMATS, Format, RenderError, format_for, render, write
-from statesaga.diagrams.sources import DefinitionNotFound, instance_model
+from statesaga.cli._db import Database
+from statesaga.cli._errors import FAILED, NOT_FOUND, USAGE, fail
+from statesaga.cli._options import (
+    db_option,
+    debug_option,
+    definitions_option,
+    definitions_setting,
+    load_definitions,
+    ran_on,
+    resolve_id,
+)
+from statesaga.cli._text import clean
 
+if TYPE_CHECKING:
+    from statesaga._definition import Saga
+    from statesaga.diagrams.model import GraphModel
+    from statesaga.diagrams.render import Format
 
-def _import(name: str) -> ModuleType:
-    try:
-        return import_module(name)
-    except ImportError as exc:
-        raise click.ClickException(str(exc)) from exc
+FORMATS = ("dot", "svg", "png", "mermaid")
+#: ``package.module:Class``: a TARGET of this form is a saga class, any other a saga id.
+CLASS_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 def _saga_class(target: str) -> type[Saga]:
+    from statesaga._definition import Saga
+    from statesaga._discovery import import_module
+
     module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise click.BadParameter(
-            f"{target!r} is not MODULE:Class (e.g. definitions.order:OrderSaga)",
-            param_hint="TARGET",
-        )
-    obj = getattr(_import(module_name), attr, None)
+    obj = getattr(import_module(module_name), attr, None)
     if not (isinstance(obj, type) and issubclass(obj, Saga) and "spec" in obj.__dict__):
-        raise click.BadParameter(f"{target} is not a saga class", param_hint="TARGET")
+        raise fail(f"{target} is not a saga class", USAGE)
     return obj
 
 
-def _sagas(package: str) -> list[type[Saga]]:
-    try:
-        return load_sagas(package)
-    except ImportError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
 @click.command("diagram")
-@click.argument("target", required=False, metavar="[MODULE:Class]")
+@click.argument("target", required=False, metavar="[MODULE:Class | SAGA_ID]")
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="File to write; its suffix gives the format. Default: standard output.",
 )
 @click.option(
@@ -61,7 +63,8 @@ def _sagas(package: str) -> list[type[Saga]]:
     "--format",
     "format_",
     type=click.Choice(FORMATS),
-    help="Output format (default: from the suffix of -o, else dot).",
+    help="Output format: by default the suffix of --output's, else dot. It must agree "
+    "with a suffix that names a format.",
 )
 @click.option(
     "--direction",
@@ -70,85 +73,179 @@ def _sagas(package: str) -> list[type[Saga]]:
     show_default=True,
     help="Forward path left to right (LR) or top to bottom (TB).",
 )
-@click.option("--saga", "saga_id", help="Draw this saga's path over its definition.")
-@click.option("--db", help="Database URL of the store that holds --saga.")
 @click.option(
-    "--definitions",
-    default="definitions",
-    show_default=True,
-    help="Package whose saga classes --saga is looked up in (by name and version).",
+    "--saga",
+    "saga_id",
+    metavar="SAGA_ID",
+    help="The stored saga to draw, when TARGET is its definition (or to read TARGET "
+    "as a saga id whatever its form).",
 )
+@db_option(required=False, what=" that holds the saga")
+@definitions_option(
+    "Package whose saga classes a stored saga is drawn over (by name, version and "
+    "fingerprint); without one it is drawn from its log alone."
+)
+@debug_option
 def diagram(
     target: str | None,
     output: Path | None,
     format_: str | None,
     direction: str,
     saga_id: str | None,
-    db: str | None,
-    definitions: str,
+    db: Database | None,
+    definitions: str | None,
 ) -> None:
-    """Draw a saga definition, or one saga's path over it.
+    """Draw a saga definition, or one stored saga's path over it.
+
+    TARGET is a saga class (MODULE:Class) or, with --db, a stored saga's id or
+    any prefix of it that no other id starts with. Reading a saga writes nothing.
 
     \b
     statesaga diagram definitions.order:OrderSaga -o order.svg
     statesaga diagram definitions.order:OrderSaga --format mermaid
-    statesaga diagram --saga ID --db sqlite:///sagas.db -o saga.svg
+    statesaga diagram 3f2c --db sqlite:///sagas.db -o saga.svg
     """
+    saga_class: type[Saga] | None = None
+    if target is not None and saga_id is None and not CLASS_TARGET.fullmatch(target):
+        target, saga_id = None, target  # a saga id
     if target is None and saga_id is None:
-        raise click.UsageError("give a saga class (MODULE:Class) or --saga ID with --db")
+        raise click.UsageError("give a saga class (MODULE:Class), or a saga id with --db")
     if saga_id is not None and db is None:
-        raise click.UsageError("--saga needs --db, the URL of the store that holds it")
-    try:
-        fmt = cast(Format, format_) if format_ else format_for(output) if output else "dot"
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="-o") from exc
-
+        raise click.UsageError(
+            f"{saga_id!r} is read as a saga id, which needs --db, the URL of the store that "
+            "holds it (a saga class is MODULE:Class)"
+        )
+    fmt = _format(output, format_)
+    if target is not None:
+        if not CLASS_TARGET.fullmatch(target):
+            raise fail(f"{target!r} is not MODULE:Class (e.g. definitions.order:OrderSaga)", USAGE)
+        saga_class = _saga_class(target)
     if saga_id is None:
-        assert target is not None
-        model = model_of(_saga_class(target))
+        from statesaga.diagrams.extract import model_of
+
+        assert saga_class is not None
+        model = model_of(saga_class)
     else:
         assert db is not None
-        sagas = [_saga_class(target)] if target else _sagas(definitions)
-        engine = SagaEngine(db)
-        try:
-            model = instance_model(engine, saga_id, sagas)
-        except (SagaNotFound, DefinitionNotFound, HistoryMismatch) as exc:
-            raise click.ClickException(str(exc)) from exc
-        finally:
-            engine.close()
-    _emit(model, output, fmt, cast(Direction, direction))
+        model = _stored(db, saga_id, saga_class, definitions)
+    _emit(model, output, fmt, direction)
 
 
-def _emit(model: GraphModel, output: Path | None, fmt: Format, direction: Direction) -> None:
+def _format(output: Path | None, given: str | None) -> Format:
+    """The output format: ``--format``, else the suffix's, else DOT; a ``--format``
+    that contradicts the suffix, or an output that cannot be written, is an error
+    before anything is drawn."""
+    from statesaga.diagrams.render import SUFFIXES
+
+    if output is None:
+        return cast("Format", given or "dot")
+    if output.is_dir():
+        raise fail(f"{output} is a folder; give a file name such as {output / 'saga.svg'}", USAGE)
+    if not output.parent.is_dir():
+        raise fail(f"cannot write {output}: the folder {output.parent} does not exist", NOT_FOUND)
+    by_suffix = SUFFIXES.get(output.suffix.lower())
+    if given is not None and by_suffix is not None and given != by_suffix:
+        raise fail(
+            f"--format {given} contradicts {output.name}, whose suffix means {by_suffix}; "
+            f"drop --format, or name the file {output.with_suffix('.' + _suffix(given)).name}",
+            USAGE,
+        )
+    if given is None and by_suffix is None:
+        known = ", ".join(sorted(SUFFIXES))
+        raise fail(
+            f"cannot tell the format of {output.name} from its suffix (known: {known}); "
+            "give --format",
+            USAGE,
+        )
+    return cast("Format", given or by_suffix)
+
+
+def _suffix(fmt: str) -> str:
+    return "mmd" if fmt == "mermaid" else fmt
+
+
+def _stored(
+    db: Database, given: str, saga_class: type[Saga] | None, definitions: str | None
+) -> GraphModel:
+    """The model of a stored saga: over ``saga_class`` if given (it must be the
+    saga's definition), else over the configured definition that is, else over
+    what its log tells."""
+    from statesaga._discovery import qualname
+    from statesaga._machine import SagaMachine
+    from statesaga._views import log_entry
+    from statesaga.cli._from_log import spec_from_log
+    from statesaga.cli._reads import optional_definitions
+    from statesaga.diagrams.extract import build_model
+    from statesaga.diagrams.sources import DefinitionNotFound
+
+    sagas = [saga_class] if saga_class is not None else optional_definitions(definitions)
+    store = db.read_store()
+    try:
+        saga_id = resolve_id(store, given, db.shown)
+        row = store.get(saga_id)
+        log = store.log(saga_id)
+    finally:
+        store.close()
+    assert row is not None
+    found = ran_on(row, sagas)
+    if found is None and saga_class is not None:  # the class given is not the saga's
+        raise DefinitionNotFound(
+            saga_id,
+            row.name,
+            row.version,
+            row.fingerprint,
+            f"{qualname(saga_class)} is {saga_class.spec.key} with fingerprint "
+            f"{saga_class.spec.fingerprint}",
+        )
+    if found is not None:
+        spec, machine = found.spec, found.machine
+    else:
+        click.echo(
+            f"note: no definition of {clean(row.name)} v{row.version} (fingerprint "
+            f"{clean(row.fingerprint)}) at hand, so the saga is drawn over what its log "
+            "tells: steps it never reached and the names of compensations are unknown; "
+            "--definitions PKG draws the whole definition",
+            err=True,
+        )
+        spec = spec_from_log(row, log)
+        machine = SagaMachine(spec)
+    history = [log_entry(r, spec) for r in log]
+    return build_model(spec, machine).with_path(
+        history, row.status, saga_id=saga_id, error=row.error
+    )
+
+
+def _emit(model: GraphModel, output: Path | None, fmt: Format, direction: str) -> None:
+    from statesaga.diagrams.dot import Direction
+    from statesaga.diagrams.render import RenderError, render, write
+
+    way = cast(Direction, direction)
     try:
         if output is None:
-            data = render(model, fmt, direction=direction)
             if fmt == "png" and sys.stdout.isatty():
                 raise click.UsageError("PNG is binary: write it to a file with -o FILE.png")
+            data = render(model, fmt, direction=way)
             sys.stdout.flush()
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
             return
-        write(model, output, fmt, direction=direction)
+        write(model, output, fmt, direction=way)
     except RenderError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise fail(str(exc), FAILED) from exc
     click.echo(f"wrote {output}", err=True)
 
 
 @click.command("diagrams")
+@definitions_option("Package whose saga classes are drawn (every module in it is imported).")
 @click.option(
-    "--definitions",
-    default="definitions",
-    show_default=True,
-    help="Package whose saga classes are drawn (every module in it is imported).",
-)
-@click.option(
-    "--out",
+    "-o",
+    "--output",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("diagrams"),
     show_default=True,
     help="Folder to write.",
 )
+@click.option("--out", "out_alias", type=click.Path(path_type=Path), hidden=True)
 @click.option(
     "--check",
     is_flag=True,
@@ -157,15 +254,22 @@ def _emit(model: GraphModel, output: Path | None, fmt: Format, direction: Direct
 @click.option(
     "--force", is_flag=True, help="Render every SVG again, even those drawn from the same DOT."
 )
-def diagrams(definitions: str, out: Path, check: bool, force: bool) -> None:
+@debug_option
+def diagrams(
+    definitions: str | None, output: Path, out_alias: Path | None, check: bool, force: bool
+) -> None:
     """Regenerate the diagrams of every saga in a package (DOT, Mermaid, SVG, index.md)."""
-    sagas = _sagas(definitions)
-    if not sagas:
-        raise click.ClickException(f"no saga classes found in {definitions!r}")
+    from statesaga.diagrams.generate import generate
+    from statesaga.diagrams.render import RenderError
+
+    out = out_alias or output  # --out: the old spelling of --output
+    setting = definitions_setting(definitions, required=True)
+    assert setting is not None
+    sagas = load_definitions(setting)
     try:
         report = generate(sagas, out, check=check, force=force)
     except RenderError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise fail(str(exc), FAILED) from exc
     if check:
         if report.stale:
             click.echo(
@@ -173,7 +277,7 @@ def diagrams(definitions: str, out: Path, check: bool, force: bool) -> None:
             )
             for path, why in report.stale:
                 click.echo(f"  {path}: {why}", err=True)
-            sys.exit(1)
+            sys.exit(FAILED)
         click.echo(f"{out}/ is up to date ({len(sagas)} sagas)")
         return
     for path in report.written:
