@@ -35,12 +35,15 @@ ENTERED: Mapping[StateKind, EntryStatus] = {
     "step": EntryStatus.EXECUTING,
     "compensation": EntryStatus.COMPENSATING,
 }
-#: The entry that ends an attempt, by the state's kind and whether it succeeded.
-OUTCOMES: Mapping[tuple[StateKind, bool], EntryStatus] = {
-    ("step", True): EntryStatus.COMPLETED,
-    ("step", False): EntryStatus.FAILED,
-    ("compensation", True): EntryStatus.COMPENSATED,
-    ("compensation", False): EntryStatus.COMPENSATION_FAILED,
+#: The entry that ends an attempt, by the state's kind and the trigger it fires:
+#: ``succeed``; ``retry`` (it failed, another attempt follows); ``fail`` (for good).
+OUTCOMES: Mapping[tuple[StateKind, str], EntryStatus] = {
+    ("step", "succeed"): EntryStatus.COMPLETED,
+    ("step", "retry"): EntryStatus.RETRYING,
+    ("step", "fail"): EntryStatus.FAILED,
+    ("compensation", "succeed"): EntryStatus.COMPENSATED,
+    ("compensation", "retry"): EntryStatus.COMPENSATION_RETRYING,
+    ("compensation", "fail"): EntryStatus.COMPENSATION_FAILED,
 }
 #: A runner's hold on a saga: (owner, until when).
 Lease = tuple[str, float]
@@ -102,6 +105,8 @@ class Replay:
         failures: failed attempts of ``state`` since the saga entered it: what
             its retry policy has used up.
         compensation_failed: whether some compensation failed for good.
+        awaiting: the last attempt in ``state`` failed and the next one has not
+            started yet (it waits out its retry delay).
     """
 
     moves: tuple[Move, ...]
@@ -109,15 +114,19 @@ class Replay:
     entered: Mapping[str, int]
     failures: int
     compensation_failed: bool
+    awaiting: bool = False
 
 
 def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
     """Walk a saga's log through its machine.
 
-    An outcome entry followed by the start of an attempt is one transition (a
-    failure followed by the same state again is a retry); an outcome at the end
-    of the log leads to a terminal; an attempt started twice in a row is a
-    re-run after a crash. Every transition must be the one the machine takes.
+    Each outcome entry is one transition: ``retrying`` re-enters the same state
+    (whose next attempt starts with its own entry, when it really starts), any
+    other outcome leaves it for the state the machine gives, whose attempt starts
+    in the next entry (or a terminal, which ends the log). An attempt started
+    twice in a row is a re-run after a crash. (Logs written before ``retrying``
+    existed say ``failed`` and start the next attempt at once; a ``failed``
+    followed by the same state again is read as a retry.)
 
     Raises:
         HistoryMismatch: the log is not a path of the machine from its start.
@@ -125,64 +134,73 @@ def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
     key = machine.spec.key
     moves: list[Move] = []
     entered: dict[str, int] = {}
-    state: str | None = None  # the state whose attempt is open
-    ended: tuple[str, bool, Entry] | None = None  # (state, succeeded, its outcome entry)
+    state: str | None = None  # the state the saga is in
+    open_ = False  # whether an attempt in ``state`` has started and has no outcome
+    expected: str | None = machine.initial  # the state the next start entry must name
     failures = 0
     comp_failed = False
+    pending: tuple[str, Entry] | None = None  # a legacy ``failed``: fail or retry?
 
-    def move(source: str, trigger: str, error_entry: Entry, expected: str | None) -> str:
-        nonlocal comp_failed
+    def move(source: str, trigger: str, entry: Entry) -> str:
+        nonlocal comp_failed, failures
         if trigger == "fail" and machine.state(source).kind == "compensation":
             comp_failed = True
         dest = machine.next_state(source, trigger, comp_failed)
-        if expected is not None and dest != expected:
-            raise HistoryMismatch(
-                key, f"after {source!r} {trigger}s the machine enters {dest!r}, not {expected!r}"
-            )
         kind = machine.transition(source, trigger, dest).kind
-        error = error_entry.error if trigger != "succeed" else None
-        moves.append(Move(source, dest, trigger, kind, error_entry.attempt, error))
+        error = entry.error if trigger != "succeed" else None
+        moves.append(Move(source, dest, trigger, kind, entry.attempt, error))
+        failures = failures + 1 if trigger == "retry" else 0
         return dest
 
     for i, entry in enumerate(entries, 1):
         status = str(entry.status)
         if status in _KIND_OF_ENTERED:
             target = _state_of(machine, entry.step, _KIND_OF_ENTERED[EntryStatus(status)], i)
-            if ended is not None:
-                source, ok, outcome = ended
-                trigger = "succeed" if ok else "retry" if target == source else "fail"
-                move(source, trigger, outcome, target)
-                failures = failures + 1 if trigger == "retry" else 0
-                ended = None
-            elif state is None and target != machine.initial:
-                raise HistoryMismatch(
-                    key, f"entry {i} starts at {target!r}, not {machine.initial!r}"
-                )
-            elif state is not None and state != target:
+            if pending is not None:
+                source, failed = pending
+                expected = move(source, "retry" if target == source else "fail", failed)
+                pending = None
+            if open_ and target == state:
+                pass  # the same attempt started again: a re-run after a crash
+            elif open_:
                 raise HistoryMismatch(
                     key, f"entry {i} enters {target!r} while {state!r} had no outcome"
                 )
-            state = target
+            elif target != expected:
+                where = "starts at" if state is None else "enters"
+                raise HistoryMismatch(
+                    key, f"entry {i} {where} {target!r}, but the machine enters {expected!r}"
+                )
+            state, open_ = target, True
             entered[target] = entered.get(target, 0) + 1
         elif status in _OUTCOME_OF:
-            kind, ok = _OUTCOME_OF[EntryStatus(status)]
+            kind, trigger = _OUTCOME_OF[EntryStatus(status)]
             owner = _state_of(machine, entry.step, kind, i)
-            if state is None or ended is not None or owner != state:
+            if not open_ or owner != state or pending is not None:
                 raise HistoryMismatch(
                     key,
                     f"entry {i} ({entry.step} {status}) does not follow the start of its attempt",
                 )
-            ended = (state, ok, entry)
+            assert state is not None
+            open_ = False
+            if trigger == "fail":
+                pending = (state, entry)  # for good, unless the same state follows (old logs)
+                continue
+            expected = move(state, trigger, entry)
+            if machine.is_terminal(expected):
+                state = expected
         else:
             raise HistoryMismatch(key, f"entry {i} has an unknown status {status!r}")
 
-    if ended is not None:
-        source, ok, outcome = ended
-        state = move(source, "succeed" if ok else "fail", outcome, None)
-        if not machine.is_terminal(state):
+    if pending is not None:
+        state = move(pending[0], "fail", pending[1])
+    if state is not None and not open_ and not machine.is_terminal(state):
+        last = moves[-1] if moves else None
+        if last is None or last.trigger != "retry":
             raise HistoryMismatch(
-                key, f"the log ends as {source!r} is left, but the machine goes on to {state!r}"
+                key, f"the log ends as {state!r} is left, but the machine goes on to {expected!r}"
             )
+    if state is not None and machine.is_terminal(state):
         failures = 0
     return Replay(
         moves=tuple(moves),
@@ -190,6 +208,7 @@ def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
         entered=entered,
         failures=failures,
         compensation_failed=comp_failed,
+        awaiting=state is not None and not open_ and not machine.is_terminal(state),
     )
 
 
@@ -222,6 +241,7 @@ class _Plan:
     entered: str | None
     entered_step: str | None
     status: str
+    terminal: bool
 
 
 @attrs.frozen
@@ -257,11 +277,17 @@ class Journal:
 
     def _plan(self, src: StateInfo, trigger: str, dest: str) -> _Plan:
         assert src.step is not None and src.kind != "terminal"
-        ok = trigger == "succeed"
         dst = self.machine.state(dest)
-        entered = None if dst.kind == "terminal" else ENTERED[dst.kind].value
+        # A retry's next attempt is started by ``begin`` when it really starts.
+        entered = None if dst.kind == "terminal" or trigger == "retry" else ENTERED[dst.kind].value
         return _Plan(
-            src.step, OUTCOMES[(src.kind, ok)].value, not ok, entered, dst.step, dst.status.value
+            src.step,
+            OUTCOMES[(src.kind, trigger)].value,
+            trigger != "succeed",
+            entered,
+            dst.step,
+            dst.status.value,
+            dst.kind == "terminal",
         )
 
     def created(
@@ -312,7 +338,8 @@ class Journal:
         Args:
             saga_id: the saga.
             seq: the log entries written so far (the row's fence).
-            attempt: the attempt of ``source`` that ended.
+            attempt: the attempt of ``source`` that ended (after a retry, the row
+                keeps it until ``begin`` starts the next).
             source: the state left; trigger: the trigger fired; dest: the state entered.
             outcome: the ending attempt's result as JSON, or its error text if it failed.
             error: the saga's error (what made it compensate), if any.
@@ -335,10 +362,10 @@ class Journal:
                 "at": now,
             }
         ]
-        next_attempt = 0
+        next_attempt = attempt if trigger == "retry" else 0
         if plan.entered is not None:
             assert plan.entered_step is not None
-            next_attempt = attempt + 1 if trigger == "retry" else 1
+            next_attempt = 1
             seq += 1
             entries.append(
                 {
@@ -360,25 +387,41 @@ class Journal:
             "error": error,
             "due_at": due_at if trigger == "retry" else None,
             "updated_at": now,
-            "owner": lease[0] if lease and plan.entered else None,
-            "lease_until": lease[1] if lease and plan.entered else None,
+            "owner": lease[0] if lease and not plan.terminal else None,
+            "lease_until": lease[1] if lease and not plan.terminal else None,
         }
         return changes, entries
 
-    def reentry(self, row: SagaRow, now: float, lease: Lease) -> tuple[SagaChanges, LogRecord]:
-        """What starting the next attempt of a stored saga's state writes (on resume,
-        by the runner that claimed it, so that a crash during it is counted)."""
-        info = self.machine.state(row.state)
+    def begin(
+        self,
+        saga_id: str,
+        seq: int,
+        state: str,
+        attempt: int,
+        error: str | None,
+        now: float,
+        lease: Lease,
+    ) -> tuple[SagaChanges, LogRecord]:
+        """What starting the next attempt in ``state`` writes: after a retry delay,
+        when a runner claimed a saga (a crash during the attempt is then counted),
+        or when a started saga is first run.
+
+        Args:
+            saga_id: the saga; seq: the log entries so far; state: its state.
+            attempt: the row's attempt number (the last one begun, 0 for none).
+            error: the saga's error, kept.
+            now: when the attempt starts; lease: the runner's hold.
+        """
+        info = self.machine.state(state)
         assert info.step is not None and info.kind != "terminal"
-        attempt = row.attempt + 1
-        entry = _record(row.saga_id, row.seq + 1, info.step, ENTERED[info.kind], attempt, now)
+        entry = _record(saga_id, seq + 1, info.step, ENTERED[info.kind], attempt + 1, now)
         changes: SagaChanges = {
-            "status": row.status,
-            "state": row.state,
-            "attempt": attempt,
-            "seq": row.seq + 1,
-            "error": row.error,
-            "due_at": row.due_at,
+            "status": info.status.value,
+            "state": state,
+            "attempt": attempt + 1,
+            "seq": seq + 1,
+            "error": error,
+            "due_at": None,
             "updated_at": now,
             "owner": lease[0],
             "lease_until": lease[1],

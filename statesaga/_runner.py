@@ -174,6 +174,7 @@ class LiveRun:
 
     __slots__ = (
         "attempt",
+        "awaiting",
         "comp_failed",
         "deadline_at",
         "defn",
@@ -223,6 +224,7 @@ class LiveRun:
         self.parks = False  # let go of the saga during a retry delay instead of sleeping
         self.parked = False  # it was let go to wait out a retry delay
         self.halt: threading.Event | None = None  # set: start no new attempt, let it go
+        self.awaiting = False  # the next attempt in ``state`` has not begun yet
         deadline = defn.spec.deadline
         self.deadline_at = None if deadline is None else created_at + deadline
 
@@ -260,13 +262,13 @@ class Runner:
         self.hooks: Hooks | None = None
 
     def claimed(self, defn: Definition, row: SagaRow) -> LiveRun:
-        """Rebuild a saga this runner just claimed from its row and log, and record
-        the attempt about to be made (so that a crash during it is counted).
+        """Rebuild a saga this runner just claimed from its row and log; its next
+        attempt begins (and is recorded, so that a crash during it is counted)
+        when ``drive`` reaches it.
 
         Raises:
             ResumeError: its row or log cannot be read or do not fit ``defn``;
                 nothing was written.
-            ConcurrentUpdate: another runner moved it first.
         """
         try:
             rebuilt = defn.journal.rebuild(row, self.store.log(row.saga_id))
@@ -291,13 +293,35 @@ class Runner:
         run.due_at = row.due_at
         run.failures = rebuilt.replay.failures
         run.comp_failed = rebuilt.replay.compensation_failed
+        run.awaiting = True
+        self.leases.hold(row.saga_id, row.lease_until or self.leases.until())
+        return run
+
+    def _begin(self, run: LiveRun) -> None:
+        """Start the next attempt in the run's state: wait out what is left of a
+        retry delay here, then record the attempt as it really starts."""
+        if run.due_at is not None:
+            wait = run.due_at - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+            if not self.leases.valid(run.saga_id):
+                raise _LeaseLost
         until = self.leases.until()
-        changes, entry = defn.journal.reentry(row, self.clock(), (self.leases.owner, until))
-        self.store.advance(row.saga_id, (row.seq, row.lease_epoch), changes, [entry])
-        self.leases.hold(row.saga_id, until)
+        changes, entry = run.defn.journal.begin(
+            run.saga_id,
+            run.seq,
+            run.state,
+            run.attempt,
+            run.error,
+            self.clock(),
+            (self.leases.owner, until),
+        )
+        self.store.advance(run.saga_id, (run.seq, run.epoch), changes, [entry])
+        self.leases.hold(run.saga_id, until)
         run.attempt = changes["attempt"]
         run.seq = changes["seq"]
-        return run
+        run.due_at = None
+        run.awaiting = False
 
     def drive(self, run: LiveRun) -> SagaRun | None:
         """Run the saga until it reaches a terminal state, or (for a run that
@@ -319,11 +343,8 @@ class Runner:
                 info = machine.state(run.state)
                 assert info.step is not None
                 step = spec.step(info.step)
-                if run.due_at is not None:
-                    wait = run.due_at - self.clock()
-                    if wait > 0:
-                        self.sleep(wait)
-                    run.due_at = None
+                if run.awaiting:
+                    self._begin(run)
                 if info.kind == "step":
                     self._attempt_step(run, step)
                 else:
@@ -496,6 +517,7 @@ class Runner:
             # A run that parks lets the saga go for the delay: any runner takes it when due.
             run.parked = run.parks and delay > 0
             self._fire(run, "retry")
+            run.awaiting = True
             return
         if compensation:
             run.comp_failed = True

@@ -21,11 +21,20 @@ class SagaStatus(enum.StrEnum):
 
 
 class EntryStatus(enum.StrEnum):
-    """The status of one saga log entry (the seed's ``SagaLogEntry.Status``)."""
+    """The status of one saga log entry: the seed's ``SagaLogEntry.Status``, plus
+    the two that tell a failed attempt that will be retried from a final failure.
+
+    ``executing``/``compensating`` start an attempt (stamped when it really
+    starts); ``completed``/``compensated`` end it well; ``retrying``/
+    ``compensation_retrying`` end it failed, with another attempt to come after
+    the retry delay; ``failed``/``compensation_failed`` end it failed for good.
+    """
 
     EXECUTING = "executing"
     COMPLETED = "completed"
+    RETRYING = "retrying"
     FAILED = "failed"
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
+    COMPENSATION_RETRYING = "compensation_retrying"
     COMPENSATION_FAILED = "compensation_failed"

@@ -86,10 +86,16 @@ class Kill:
     def begun(self) -> list[Attempt]:
         """The handler invocations recorded as begun and not finished at the kill.
 
-        Sagas recorded by ``start`` and not yet run have attempt 0; the child
+        Sagas recorded by ``start`` and not yet run have attempt 0; a saga whose
+        last attempt failed and waits for the next one has its due time set (its
+        row keeps the failed attempt's number until the next begins). The child
         drives one saga at a time, so at most one saga may have a begun attempt.
         """
-        return [(r.saga_id, r.state, r.attempt) for r in self.incomplete if r.attempt >= 1]
+        return [
+            (r.saga_id, r.state, r.attempt)
+            for r in self.incomplete
+            if r.attempt >= 1 and r.due_at is None
+        ]
 
     @property
     def in_flight(self) -> Attempt | None:
@@ -212,7 +218,12 @@ def read_effects(path: Path) -> list[Effect]:
 
 def handler_of(spec: SagaSpec, entry: LogEntry) -> str:
     """The step or compensation an entry is about (compensation entries name their step)."""
-    if entry.status in (EntryStatus.EXECUTING, EntryStatus.COMPLETED, EntryStatus.FAILED):
+    if entry.status in (
+        EntryStatus.EXECUTING,
+        EntryStatus.COMPLETED,
+        EntryStatus.RETRYING,
+        EntryStatus.FAILED,
+    ):
         return entry.step
     comp = spec.step(entry.step).compensation
     assert comp is not None, entry

@@ -97,15 +97,21 @@ def simulate(saga: type[Saga], outcomes: list[bool], crashes: list[int]) -> tupl
         assert stored.error == live.error
         checks += 1
 
+    def begin() -> None:
+        """The next attempt starts (after a retry delay, or again after a crash)."""
+        changes, entry = journal.begin(
+            "s-1", fields["seq"], live.state, fields["attempt"], live.error, 1.0, LEASE
+        )
+        fields.update(changes)
+        entries.append(dict(entry))
+        live.attempt += 1
+        check()
+
     check()
     n = 0
     while not machine.is_terminal(live.state):
         for _ in range(crashes[n] if n < len(crashes) else 0):
-            changes, entry = journal.reentry(_row(fields), 1.0, LEASE)
-            fields.update(changes)
-            entries.append(dict(entry))
-            live.attempt += 1
-            check()
+            begin()
         ok = outcomes[n] if n < len(outcomes) else True
         n += 1
         info = machine.state(live.state)
@@ -153,6 +159,9 @@ def simulate(saga: type[Saga], outcomes: list[bool], crashes: list[int]) -> tupl
             live.failures = 0
         live.state = dest
         check()
+        if trigger == "retry":
+            assert changes["due_at"] == 5.0 and changes["attempt"] == live.attempt
+            begin()  # the delay is over: the next attempt starts, numbered one more
     return checks, live.state
 
 
@@ -179,10 +188,11 @@ def test_simulation_reaches_every_terminal() -> None:
     assert simulate(Shop, [], []) == (5, "completed")  # created + 4 transitions
     # Two crashes before notify's outcome; charge fails twice (for good), so
     # reserve's release runs (notify has nothing to undo): it fails once, then works.
-    assert simulate(Shop, [True, True, False, False, False], [0, 2]) == (9, "failed")
+    # Each retry is two writes: the failed attempt, then the next one as it starts.
+    assert simulate(Shop, [True, True, False, False, False], [0, 2]) == (11, "failed")
     # charge fails for good; release fails twice (for good).
     assert simulate(Shop, [True, True, False, False, False, False], [1]) == (
-        8,
+        10,
         "compensation_failed",
     )
 
@@ -245,5 +255,7 @@ def test_replay_refuses_a_wrong_turn() -> None:
         else e
         for e in log
     ]
-    with pytest.raises(HistoryMismatch, match="enters 'refund_payment', not 'cancel_order'"):
+    with pytest.raises(
+        HistoryMismatch, match="enters 'cancel_order', but the machine enters 'refund_payment'"
+    ):
         replay(OrderSaga.machine, wrong)

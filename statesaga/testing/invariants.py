@@ -13,7 +13,20 @@ from statesaga._spec import SagaSpec
 from statesaga._status import EntryStatus, SagaStatus
 from statesaga._views import LogEntry
 
-_STEP_STATUSES = (EntryStatus.EXECUTING, EntryStatus.COMPLETED, EntryStatus.FAILED)
+_STEP_STATUSES = (
+    EntryStatus.EXECUTING,
+    EntryStatus.COMPLETED,
+    EntryStatus.RETRYING,
+    EntryStatus.FAILED,
+)
+#: Entries that are no step's or compensation's final outcome: starts, and attempts
+#: that failed with another to follow.
+_NOT_OUTCOMES = (
+    EntryStatus.EXECUTING,
+    EntryStatus.COMPENSATING,
+    EntryStatus.RETRYING,
+    EntryStatus.COMPENSATION_RETRYING,
+)
 
 
 class InvariantViolation(StateSagaError, AssertionError):
@@ -47,7 +60,7 @@ def outcomes(history: Sequence[LogEntry]) -> list[tuple[str, EntryStatus]]:
     """
     out: list[tuple[str, EntryStatus]] = []
     for i, e in enumerate(history):
-        if e.status in (EntryStatus.EXECUTING, EntryStatus.COMPENSATING):
+        if e.status in _NOT_OUTCOMES:
             continue
         nxt = history[i + 1] if i + 1 < len(history) else None
         retried = (
