@@ -7,6 +7,7 @@ there: each test then gets a schema of its own, dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +39,15 @@ def backend() -> str:
 @pytest.fixture
 def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A URL to an empty database of the backend under test."""
+    with empty_database(tmp_path_factory) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def empty_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL to an empty database of the backend under test (SQLite: a file not
+    created yet; PostgreSQL: a schema of its own, dropped at the end); for
+    fixtures of any scope."""
     if not PG_URL:
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'sagas.db'}"
         return

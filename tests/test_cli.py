@@ -13,7 +13,6 @@ the suffix, readable reprs. Issue #9's ``worker``, ``db upgrade`` and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pty
@@ -33,7 +32,7 @@ import sqlalchemy as sa
 from definitions.order import OrderRequest, OrderSaga
 from definitions.services import FakeServices
 from statesaga import SagaEngine, SagaStatus
-from tests.conftest import PG_URL, backend
+from tests.conftest import PG_URL, backend, empty_database
 
 STATESAGA = str(Path(sys.executable).with_name("statesaga"))
 #: A bound on any one command: a guard against a hang, not a timing assertion.
@@ -99,26 +98,6 @@ def execute(url: str, statement: str) -> None:
         engine.dispose()
 
 
-@contextlib.contextmanager
-def fresh_url(tmp: Path) -> Iterator[str]:
-    """A URL of an empty database of the backend under test, for a module-scoped
-    fixture (conftest's ``db_url`` is per test)."""
-    if not PG_URL:
-        yield f"sqlite:///{tmp / 'sagas.db'}"
-        return
-    schema = f"c_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
-
-
 @pytest.fixture(scope="module")
 def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder outside the repository, with no pyproject.toml above it, holding a
@@ -149,7 +128,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One database for the tests that only read: a completed, a failed, a
     compensation_failed and a compensating saga with long ids, one whose error is
     hostile text, ids for prefix tests, and enough started sagas to page through."""
-    with fresh_url(tmp_path_factory.mktemp("shared")) as url:
+    with empty_database(tmp_path_factory) as url:
         services = FakeServices()
         engine = SagaEngine(url, sleep=lambda _s: None)
         engine.register(OrderSaga(services))
@@ -650,17 +629,8 @@ def test_recover_resumes_reports_and_dry_run_changes_nothing(outside: Path, db_u
     assert "nothing was changed" in dry.stderr
     assert rows() == before
 
-    done = run(
-        "recover",
-        "--db",
-        db_url,
-        "--definitions",
-        "mysagas",
-        "--concurrency",
-        "2",
-        "--no-wait",
-        cwd=outside,
-    )
+    mine = ("--db", db_url, "--definitions", "mysagas")
+    done = run("recover", *mine, "--concurrency", "2", "--no-wait", cwd=outside)
     assert done.returncode == 1, done.stderr
     assert "not resumed v9-1: it needs order v9" in done.stdout
     assert engine.get("ok-1").status == SagaStatus.COMPLETED
@@ -672,19 +642,9 @@ def test_a_worker_drives_sagas_and_stops_on_sigterm(outside: Path, db_url: str) 
     """`statesaga worker` claims sagas started by another process and drives them to
     their end; SIGTERM stops it gracefully (exit 0, saying so)."""
     environ = {k: v for k, v in os.environ.items() if k not in UNSET}
+    mine = ("--db", db_url, "--definitions", "mysagas")
     proc = subprocess.Popen(
-        [
-            STATESAGA,
-            "worker",
-            "--db",
-            db_url,
-            "--definitions",
-            "mysagas",
-            "--concurrency",
-            "2",
-            "--poll",
-            "0.05",
-        ],
+        [STATESAGA, "worker", *mine, "--concurrency", "2", "--poll", "0.05"],
         cwd=outside,
         env=environ,
         stdout=subprocess.PIPE,

@@ -21,7 +21,7 @@ from statesaga.cli._text import clean
 if TYPE_CHECKING:
     from statesaga._definition import Saga
     from statesaga._discovery import Setting
-    from statesaga.store import SagaRow, SqlStore
+    from statesaga.store import LogRow, SagaRow, SqlStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,6 +124,36 @@ def load_definitions(setting: Setting) -> list[type[Saga]]:
     if not sagas:
         raise fail(f"no saga classes in {setting.package!r} (from {setting.source})", NOT_FOUND)
     return sagas
+
+
+def read_saga(db: Database, given: str) -> tuple[str, SagaRow, list[LogRow]]:
+    """The stored saga ``given`` names (its id or a prefix), read read-only: its
+    id, its row and its log.
+
+    Raises:
+        click.ClickException: no saga or several match (see ``resolve_id``).
+        SchemaMissing, SchemaVersionError: as ``Database.read_store``.
+    """
+    store = db.read_store()
+    try:
+        saga_id = resolve_id(store, given, db.shown)
+        row = store.get(saga_id)
+        log = store.log(saga_id)
+    finally:
+        store.close()
+    assert row is not None  # resolve_id found it
+    return saga_id, row, log
+
+
+def concurrency_option(default: int, what: str) -> Callable[[F], F]:
+    """``--concurrency N``: sagas driven at once."""
+    return click.option(
+        "--concurrency",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
+        help=f"Sagas driven at once{what}.",
+    )
 
 
 def ran_on(row: SagaRow, sagas: Sequence[type[Saga]]) -> type[Saga] | None:

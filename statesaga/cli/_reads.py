@@ -24,15 +24,18 @@ from statesaga.cli._options import (
     json_option,
     load_definitions,
     ran_on,
-    resolve_id,
+    read_saga,
 )
 from statesaga.cli._text import (
+    SAGA_COLUMNS,
     Column,
     ago,
     clean,
     colour_on,
     number,
     plural,
+    print_table,
+    saga_cells,
     saga_title,
     status_styler,
     table,
@@ -45,14 +48,7 @@ if TYPE_CHECKING:
     from statesaga._views import LogEntry
     from statesaga.store import LogRow, SagaRow
 
-LIST_COLUMNS = (
-    Column("SAGA ID"),
-    Column("STATUS"),
-    Column("DEFINITION", wrap=True),
-    Column("STATE", wrap=True),
-    Column("UPDATED"),
-    Column("ERROR", wrap=True),
-)
+LIST_COLUMNS = (*SAGA_COLUMNS, Column("UPDATED"), Column("ERROR", wrap=True))
 
 
 @click.command("list")
@@ -98,23 +94,13 @@ def list_sagas(
     now = datetime.now(UTC)
     cells = [
         (
-            clean(r.saga_id),
-            clean(r.status),
-            clean(f"{r.name}@v{r.version}"),
-            clean(r.state if r.attempt <= 1 else f"{r.state} #{r.attempt}"),
+            *saga_cells(r.saga_id, r.status, r.name, r.version, _state(r.state, r.attempt)),
             ago(_time(r.updated_at), now),
             clean(r.error or ""),
         )
         for r in rows
     ]
-    if cells:
-        lines = table(
-            LIST_COLUMNS,
-            cells,
-            max_width=width(),
-            style=status_styler(1, colour_on()),
-        )
-        click.echo("\n".join(lines))
+    print_table(LIST_COLUMNS, cells)
     click.echo(_footer(len(rows), total, offset, status, name), err=True)
 
 
@@ -134,6 +120,10 @@ def _footer(shown: int, total: int, offset: int, status: str | None, name: str |
     if end < total:
         return f"{page}; next page: --offset {end} (page size: --limit)"
     return f"{page}; the last page"
+
+
+def _state(state: str, attempt: int) -> str:
+    return state if attempt <= 1 else f"{state} #{attempt}"
 
 
 def _time(ts: float) -> datetime:
@@ -172,14 +162,7 @@ def show(saga_id: str, db: Database, definitions: str | None, as_json: bool) -> 
     from statesaga._views import log_entry
 
     sagas = [] if as_json else optional_definitions(definitions)
-    store = db.read_store()
-    try:
-        sid = resolve_id(store, saga_id, db.shown)
-        row = store.get(sid)
-        log = store.log(sid)
-    finally:
-        store.close()
-    assert row is not None  # resolve_id found it
+    _, row, log = read_saga(db, saga_id)
     if as_json:
         document = {
             **_row(row),

@@ -17,6 +17,7 @@ import click
 from statesaga.cli._db import Database
 from statesaga.cli._errors import FAILED, fail
 from statesaga.cli._options import (
+    concurrency_option,
     db_option,
     debug_option,
     definitions_option,
@@ -27,15 +28,14 @@ from statesaga.cli._options import (
 )
 from statesaga.cli._reads import timeline
 from statesaga.cli._text import (
+    SAGA_COLUMNS,
     Column,
     clean,
-    colour_on,
     plural,
+    print_table,
+    saga_cells,
     saga_title,
-    status_styler,
-    table,
     utc,
-    width,
 )
 
 if TYPE_CHECKING:
@@ -128,13 +128,7 @@ def demo(db: Database) -> None:
 @click.command()
 @db_option()
 @definitions_option("Package whose saga classes are resumed.")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Sagas driven at once.",
-)
+@concurrency_option(1, "")
 @click.option(
     "--no-wait",
     is_flag=True,
@@ -197,21 +191,11 @@ def recover(
         }
         click.echo(json.dumps(document, ensure_ascii=False, indent=1))
     else:
-        if report.resumed:
-            cells = [
-                (
-                    clean(r.saga_id),
-                    r.status.value,
-                    clean(f"{r.name}@v{r.version}"),
-                    clean(r.state),
-                    clean(r.error or ""),
-                )
-                for r in report.resumed
-            ]
-            lines = table(
-                RECOVERED_COLUMNS, cells, max_width=width(), style=status_styler(1, colour_on())
-            )
-            click.echo("\n".join(lines))
+        cells = [
+            (*saga_cells(r.saga_id, r.status, r.name, r.version, r.state), clean(r.error or ""))
+            for r in report.resumed
+        ]
+        print_table(RECOVERED_COLUMNS, cells)
         for err in report.skipped:
             click.echo(f"not resumed {clean(err.saga_id)}: {clean(err.reason)}")
         click.echo(
@@ -223,20 +207,8 @@ def recover(
         raise SystemExit(FAILED)
 
 
-RECOVERED_COLUMNS = (
-    Column("SAGA ID"),
-    Column("STATUS"),
-    Column("DEFINITION", wrap=True),
-    Column("STATE", wrap=True),
-    Column("ERROR", wrap=True),
-)
-DRY_RUN_COLUMNS = (
-    Column("SAGA ID"),
-    Column("STATUS"),
-    Column("DEFINITION", wrap=True),
-    Column("STATE", wrap=True),
-    Column("RECOVER WOULD", wrap=True),
-)
+RECOVERED_COLUMNS = (*SAGA_COLUMNS, Column("ERROR", wrap=True))
+DRY_RUN_COLUMNS = (*SAGA_COLUMNS, Column("RECOVER WOULD", wrap=True))
 
 
 def _dry_run(db: Database, definitions: str | None, as_json: bool) -> None:
@@ -266,21 +238,11 @@ def _dry_run(db: Database, definitions: str | None, as_json: bool) -> None:
         ]
         click.echo(json.dumps(document, ensure_ascii=False, indent=1))
         return
-    if plans:
-        cells = [
-            (
-                clean(r.saga_id),
-                clean(r.status),
-                clean(f"{r.name}@v{r.version}"),
-                clean(r.state),
-                clean(would),
-            )
-            for r, (_, would) in plans
-        ]
-        lines = table(
-            DRY_RUN_COLUMNS, cells, max_width=width(), style=status_styler(1, colour_on())
-        )
-        click.echo("\n".join(lines))
+    cells = [
+        (*saga_cells(r.saga_id, r.status, r.name, r.version, r.state), clean(would))
+        for r, (_, would) in plans
+    ]
+    print_table(DRY_RUN_COLUMNS, cells)
     counts: dict[str, int] = {}
     for _, (kind, _) in plans:
         counts[kind] = counts.get(kind, 0) + 1
@@ -319,13 +281,7 @@ def _plan(row: SagaRow, known: dict[tuple[str, int], str] | None, now: float) ->
 @click.command()
 @db_option()
 @definitions_option("Package whose saga classes the worker drives.")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Sagas driven at once; the worker never claims more.",
-)
+@concurrency_option(8, "; the worker never claims more")
 @click.option(
     "--poll",
     type=click.FloatRange(min=0, min_open=True),

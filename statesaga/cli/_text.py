@@ -210,6 +210,30 @@ def _line(
     return GAP.join(out).rstrip()
 
 
+#: The columns that name a saga in every listing (the status is column 1).
+SAGA_COLUMNS = (
+    Column("SAGA ID"),
+    Column("STATUS"),
+    Column("DEFINITION", wrap=True),
+    Column("STATE", wrap=True),
+)
+
+
+def saga_cells(saga_id: str, status: str, name: str, version: int, state: str) -> tuple[str, ...]:
+    """The cells of ``SAGA_COLUMNS`` for one saga."""
+    return (clean(saga_id), clean(status), clean(f"{name}@v{version}"), clean(state))
+
+
+def print_table(
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], status_column: int = 1
+) -> None:
+    """Print a table on standard output: fitted to the terminal (in a pipe, a row
+    a line), its status column coloured on a terminal. Nothing for no rows."""
+    if rows:
+        style = status_styler(status_column, colour_on())
+        click.echo("\n".join(table(columns, rows, max_width=width(), style=style)))
+
+
 def status_styler(column: int, colour: bool) -> Callable[[int, str], str] | None:
     """A ``style`` for ``table`` that colours the status in ``column`` (``None``:
     no colour)."""

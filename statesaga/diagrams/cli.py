@@ -25,7 +25,7 @@ from statesaga.cli._options import (
     definitions_setting,
     load_definitions,
     ran_on,
-    resolve_id,
+    read_saga,
 )
 from statesaga.cli._text import clean
 
@@ -179,14 +179,7 @@ def _stored(
     from statesaga.diagrams.sources import DefinitionNotFound
 
     sagas = [saga_class] if saga_class is not None else optional_definitions(definitions)
-    store = db.read_store()
-    try:
-        saga_id = resolve_id(store, given, db.shown)
-        row = store.get(saga_id)
-        log = store.log(saga_id)
-    finally:
-        store.close()
-    assert row is not None
+    saga_id, row, log = read_saga(db, given)
     found = ran_on(row, sagas)
     if found is None and saga_class is not None:  # the class given is not the saga's
         raise DefinitionNotFound(
