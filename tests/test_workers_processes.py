@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from statesaga import SagaEngine, SagaStatus
 from statesaga.testing import check_saga
 from tests.conftest import backend
-from tests.worker_child import PAUSE_ENV, SLOW_ENV, Tracked, read_effects
+from tests.worker_child import EFFECTS_ENV, PAUSE_ENV, SLOW_ENV, Tracked, read_effects
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENCE = 120.0  # a bound against hangs, not a timing assertion
@@ -194,7 +194,36 @@ def test_workers_share_the_sagas_and_take_over_a_killed_one(
     killed_at = time.time()
     assert workers.wait(victim) == -signal.SIGKILL
     total = n + crew * 4
+    # Meanwhile, `statesaga recover` runs again and again beside the busy workers.
+    recovers = []
+    cli = Path(sys.executable).with_name("statesaga")
+    env = dict(os.environ, **{EFFECTS_ENV: str(tmp_path), PAUSE_ENV: "0.001"})
+    while count(starter, "completed") < total:
+        recovers.append(
+            subprocess.run(
+                [
+                    str(cli),
+                    "recover",
+                    "--db",
+                    workers.url,
+                    "--definitions",
+                    "tests.worker_child",
+                    "--concurrency",
+                    "2",
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=PATIENCE,
+            )
+        )
+        assert len(recovers) < 1000
     wait_until(lambda: count(starter, "completed") == total, f"{total} sagas to complete")
+    assert recovers, "recover ran beside the workers"
+    for done in recovers:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and "not resumed" not in done.stdout
 
     runs = executions(tmp_path, {victim: killed_at})
     for (saga, step), spans in runs.items():

@@ -20,6 +20,9 @@ from statesaga import Saga, SagaEngine, StepContext, step
 #: How long each handler takes, in seconds; the saga id ``slow-*`` makes ``hold`` take longer.
 PAUSE_ENV = "STATESAGA_WORKER_PAUSE"
 SLOW_ENV = "STATESAGA_WORKER_SLOW"
+#: The folder of the effect logs, for a ``Tracked()`` made by another program
+#: (``statesaga recover --definitions tests.worker_child``).
+EFFECTS_ENV = "STATESAGA_WORKER_EFFECTS"
 
 
 class Effects:
@@ -41,7 +44,8 @@ class Tracked(Saga):
     name = "tracked"
 
     def __init__(self, effects: Effects | None = None) -> None:
-        self.effects = effects
+        folder = os.environ.get(EFFECTS_ENV)
+        self.effects = effects or (Effects(Path(folder)) if folder else None)
         self.pause = float(os.environ.get(PAUSE_ENV, "0.001"))
         self.slow = float(os.environ.get(SLOW_ENV, "2.0"))
 
