@@ -102,7 +102,7 @@ class Database:
             database = parsed.database or ""
             memory = database in ("", ":memory:")
             if not memory and not database.startswith("file:"):
-                sqlite_file = Path(database).expanduser().absolute()
+                sqlite_file = Path(database).absolute()
         return cls(url, shown, parsed.password or "", sqlite_file, memory)
 
     def _url(self) -> URL:

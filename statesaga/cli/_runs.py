@@ -31,6 +31,7 @@ from statesaga.cli._text import (
     SAGA_COLUMNS,
     Column,
     clean,
+    number,
     plural,
     print_table,
     saga_cells,
@@ -246,7 +247,7 @@ def _dry_run(db: Database, definitions: str | None, as_json: bool) -> None:
     counts: dict[str, int] = {}
     for _, (kind, _) in plans:
         counts[kind] = counts.get(kind, 0) + 1
-    parts = [f"{n} {kind}" for kind, n in counts.items()]
+    parts = [f"{number(n)} {kind}" for kind, n in counts.items()]
     summary = f"{plural(len(plans), 'unfinished saga')}" + (
         f": {', '.join(parts)}" if parts else ""
     )
