@@ -18,15 +18,40 @@ _converter = make_converter()
 _PLAIN = (str, int, bool, type(None))
 
 
+#: The largest value stored, as JSON text.
+MAX_SIZE = 16 * 1024 * 1024
+
+
 def dumps(value: Any) -> str:
     """Encode ``value`` as compact JSON.
 
     Raises:
-        TypeError, ValueError: the value (or something inside it) is not JSON.
+        TypeError, ValueError: the value (or something inside it) is not JSON,
+            is nested too deeply, or is larger than ``MAX_SIZE``.
     """
-    if isinstance(value, _PLAIN):
-        return json.dumps(value)
-    return json.dumps(_converter.unstructure(value), separators=(",", ":"), allow_nan=False)
+    try:
+        if isinstance(value, _PLAIN):
+            text = json.dumps(value)
+        else:
+            text = json.dumps(_converter.unstructure(value), separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise ValueError("it is nested too deeply to store") from None
+    if len(text) > MAX_SIZE:
+        raise ValueError(f"it is {len(text):,} characters as JSON, over the {MAX_SIZE:,} limit")
+    return text
+
+
+#: The longest error text stored; longer ones are cut, with a marker.
+MAX_ERROR = 8000
+
+
+def storable(text: str) -> str:
+    """``text`` made storable on every backend: NULs and lone surrogates escaped
+    (``\\x00``, ``\\ud800``), cut to ``MAX_ERROR`` characters with a marker."""
+    safe = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(safe) > MAX_ERROR:
+        safe = f"{safe[:MAX_ERROR]}... [cut: {len(safe):,} characters in all]"
+    return safe
 
 
 def loads(text: str | None, type_: Any = None) -> Any:

@@ -40,7 +40,7 @@ from statesaga._errors import (
     SerializationError,
 )
 from statesaga._leases import Leases
-from statesaga._runner import Definition, HandlerLoop, Hooks, LiveRun, Runner
+from statesaga._runner import Definition, HandlerLoop, Hooks, LiveRun, Runner, describe
 from statesaga._spec import SagaSpec
 from statesaga._status import SagaStatus
 from statesaga._views import LogEntry, SagaRun, SagaSummary
@@ -292,6 +292,9 @@ class SagaEngine:
         if spec.input_type is not None and not isinstance(input, spec.input_type):
             raise InvalidInput(spec.name, spec.input_type, input)
         sid = saga_id if saga_id is not None else uuid.uuid4().hex
+        problem = _bad_id(sid)
+        if problem is not None:
+            raise InvalidInput(spec.name, str, sid, problem)
         try:
             input_text = codec.dumps(input)
         except (TypeError, ValueError) as exc:
@@ -311,7 +314,7 @@ class SagaEngine:
             return LiveRun(
                 defn, sid, input, row["state"], row["attempt"], row["seq"], now, row["lease_epoch"]
             )
-        if found.name != spec.name:
+        if found.name != spec.name or found.input != input_text:
             raise SagaIdConflict(sid, found.name, spec.name)
         return attrs.evolve(self.get(sid), created=False)
 
@@ -443,6 +446,11 @@ class SagaEngine:
                 skipped.append(exc)
         return skipped
 
+    def _quarantine(self, saga_id: str, exc: Exception) -> ResumeError:
+        """Set a saga aside after driving it failed unexpectedly; say why."""
+        self._unresumable_ids.add(saga_id)
+        return ResumeError(saga_id, f"driving it failed: {describe(exc)}")
+
     def _next_due(self) -> float | None:
         return self.store.next_due(self._keys())
 
@@ -523,3 +531,21 @@ class SagaEngine:
 
 def _key(spec: SagaSpec) -> tuple[str, int, str]:
     return (spec.name, spec.version, spec.fingerprint)
+
+
+#: The longest saga id (the column's width).
+MAX_ID = 200
+
+
+def _bad_id(saga_id: object) -> str | None:
+    """Why ``saga_id`` cannot be a saga id, the same on every backend, or ``None``."""
+    if not isinstance(saga_id, str):
+        return f"a saga id is a str, got {type(saga_id).__name__}"
+    if not saga_id or len(saga_id) > MAX_ID:
+        return f"a saga id has 1 to {MAX_ID} characters, this one {len(saga_id)}"
+    if not saga_id.isprintable():
+        return (
+            f"the saga id {saga_id!r} has a character that cannot be stored or shown "
+            "(a control character, NUL or lone surrogate); use printable text"
+        )
+    return None

@@ -22,6 +22,7 @@ as attributes, and their message says what to do::
     ├── SchemaVersionError (RuntimeError)  the database's schema is newer, unknown or unversioned
     ├── SchemaMissing (LookupError)        no statesaga schema in the database (reads create none)
     ├── EngineClosed (RuntimeError)        the engine was closed; it starts no new work
+    ├── NestedTransaction (RuntimeError)   a write inside a transactional step's own (SQLite)
     ├── (diagrams) RenderError (RuntimeError), DotError (ValueError),
     │              ScriptedFailure (RuntimeError)
     └── (testing) InjectedFault (RuntimeError), InvariantViolation (AssertionError)
@@ -64,7 +65,9 @@ class InvalidInput(StateSagaError, TypeError):
 
     def __init__(self, saga: str, expected: type, got: object, problem: str | None = None) -> None:
         name = expected.__qualname__
-        if problem is None:
+        if expected is str and problem is not None:
+            message = f"saga {saga!r}: {problem}"
+        elif problem is None:
             message = (
                 f"saga {saga!r} expects input of type {name}, got {type(got).__qualname__}: "
                 f"build a {name}(...) and pass that"
@@ -131,13 +134,22 @@ class SagaNotFound(StateSagaError, LookupError):
 
 
 class SagaIdConflict(StateSagaError, ValueError):
-    """A caller-chosen saga id already belongs to a saga of another type."""
+    """A caller-chosen saga id already belongs to another saga: of another type,
+    or of the same type with another input."""
 
     def __init__(self, saga_id: str, existing: str, requested: str) -> None:
-        super().__init__(
-            f"saga id {saga_id!r} already belongs to a {existing!r} saga, not {requested!r}; "
-            f"choose another id"
-        )
+        if existing == requested:
+            message = (
+                f"saga id {saga_id!r} already belongs to a {existing!r} saga started with "
+                "another input; the same id with the same input returns that saga, with "
+                "another input choose another id"
+            )
+        else:
+            message = (
+                f"saga id {saga_id!r} already belongs to a {existing!r} saga, not "
+                f"{requested!r}; choose another id"
+            )
+        super().__init__(message)
         self.saga_id = saga_id
 
 
@@ -310,3 +322,18 @@ class HistoryMismatch(StateSagaError, ValueError):
         )
         self.saga = saga
         self.problem = problem
+
+
+class NestedTransaction(StateSagaError, RuntimeError):
+    """A write to an SQLite database from inside a transactional step's own
+    transaction on it (``engine.run`` from the step, say): SQLite has one writer at
+    a time, so it would wait for its own lock until the busy timeout. Raised at once."""
+
+    def __init__(self, database: str) -> None:
+        super().__init__(
+            f"a saga was started or moved on SQLite database {database!r} from inside a "
+            "transactional step's transaction on the same database, which holds its only "
+            "write lock: that would wait for itself. Start it from a non-transactional "
+            "step (or after the saga), or use PostgreSQL"
+        )
+        self.database = database

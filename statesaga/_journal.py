@@ -140,6 +140,7 @@ def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
     failures = 0
     comp_failed = False
     pending: tuple[str, Entry] | None = None  # a legacy ``failed``: fail or retry?
+    interrupted = False  # the last attempt was interrupted (not failed)
 
     def move(source: str, trigger: str, entry: Entry) -> str:
         nonlocal comp_failed, failures
@@ -171,7 +172,7 @@ def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
                 raise HistoryMismatch(
                     key, f"entry {i} {where} {target!r}, but the machine enters {expected!r}"
                 )
-            state, open_ = target, True
+            state, open_, interrupted = target, True, False
             entered[target] = entered.get(target, 0) + 1
         elif status in _OUTCOME_OF:
             kind, trigger = _OUTCOME_OF[EntryStatus(status)]
@@ -189,6 +190,12 @@ def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
             expected = move(state, trigger, entry)
             if machine.is_terminal(expected):
                 state = expected
+        elif status == EntryStatus.INTERRUPTED:
+            if not open_ or state is None or machine.state(state).step != entry.step:
+                raise HistoryMismatch(
+                    key, f"entry {i} ({entry.step} interrupted) does not follow an attempt"
+                )
+            open_, expected, interrupted = False, state, True  # the same state begins again
         else:
             raise HistoryMismatch(key, f"entry {i} has an unknown status {status!r}")
 
@@ -196,7 +203,7 @@ def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
         state = move(pending[0], "fail", pending[1])
     if state is not None and not open_ and not machine.is_terminal(state):
         last = moves[-1] if moves else None
-        if last is None or last.trigger != "retry":
+        if not interrupted and (last is None or last.trigger != "retry"):
             raise HistoryMismatch(
                 key, f"the log ends as {state!r} is left, but the machine goes on to {expected!r}"
             )
@@ -425,6 +432,36 @@ class Journal:
             "updated_at": now,
             "owner": lease[0],
             "lease_until": lease[1],
+        }
+        return changes, entry
+
+    def interrupted(
+        self,
+        saga_id: str,
+        seq: int,
+        state: str,
+        attempt: int,
+        error: str | None,
+        why: str,
+        now: float,
+    ) -> tuple[SagaChanges, LogRecord]:
+        """What an attempt interrupted from outside (not failed) writes: an
+        ``interrupted`` entry; the saga stays in ``state``, let go, its next
+        attempt to begin when a runner takes it."""
+        info = self.machine.state(state)
+        assert info.step is not None
+        entry = _record(saga_id, seq + 1, info.step, EntryStatus.INTERRUPTED, attempt, now)
+        entry["error"] = why
+        changes: SagaChanges = {
+            "status": info.status.value,
+            "state": state,
+            "attempt": attempt,
+            "seq": seq + 1,
+            "error": error,
+            "due_at": None,
+            "updated_at": now,
+            "owner": None,
+            "lease_until": None,
         }
         return changes, entry
 

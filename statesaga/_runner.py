@@ -165,8 +165,20 @@ class _Rollback(Exception):
 
 
 def describe(error: BaseException) -> str:
-    """An error as the log records it: ``Type: message``."""
-    return f"{type(error).__name__}: {error}"
+    """An error as the log records it: ``Type: message``, made storable on every
+    backend (NULs and lone surrogates escaped, cut to a bounded length)."""
+    return codec.storable(f"{type(error).__name__}: {error}")
+
+
+class _Interrupted(BaseException):
+    """A handler was cancelled from outside (the application's loop shut down):
+    an interruption, not a failure. A ``BaseException`` for the same reason as
+    ``KeyboardInterrupt``."""
+
+
+#: What interrupts a saga without failing it: it stays where it was, resumable,
+#: with an ``interrupted`` entry in its log.
+_INTERRUPTS = (KeyboardInterrupt, SystemExit, asyncio.CancelledError, _Interrupted)
 
 
 class LiveRun:
@@ -353,12 +365,28 @@ class Runner:
             log.info("statesaga: saga %s is driven by another runner now", run.saga_id)
             self.leases.drop(run.saga_id)
             return None
-        except BaseException:
-            # Interrupted (an error escaped, the process is being stopped): the saga
-            # stays where it was, and any runner may take it at once.
+        except BaseException as exc:
+            # Interrupted (Ctrl-C, shutdown, a cancelled task), or a crash simulated
+            # or real: the saga stays where it was, and any runner may take it at once.
+            if isinstance(exc, _INTERRUPTS):
+                self._interrupted(run, exc)
             self._let_go(run)
+            if isinstance(exc, _Interrupted):
+                raise asyncio.CancelledError(str(exc)) from exc
             raise
         return run.snapshot()
+
+    def _interrupted(self, run: LiveRun, exc: BaseException) -> None:
+        """Say in the log that the attempt in flight was interrupted (best effort:
+        the process may be going down)."""
+        if run.awaiting or run.tx is not None:
+            return  # no attempt in flight, or its transaction is rolling back
+        changes, entry = run.defn.journal.interrupted(
+            run.saga_id, run.seq, run.state, run.attempt, run.error, describe(exc), self.clock()
+        )
+        with contextlib.suppress(Exception):
+            self.store.advance(run.saga_id, (run.seq, run.epoch), changes, [entry])
+            run.seq = changes["seq"]
 
     def _let_go(self, run: LiveRun) -> None:
         self.leases.drop(run.saga_id)
@@ -487,7 +515,7 @@ class Runner:
             except concurrent.futures.CancelledError:
                 if not self.leases.valid(run.saga_id):
                     raise _LeaseLost from None
-                raise
+                raise _Interrupted(f"{what} was cancelled") from None
             finally:
                 self.leases.guard(run.saga_id, None)
         started = time.monotonic()

@@ -27,7 +27,9 @@ class EntryStatus(enum.StrEnum):
     ``executing``/``compensating`` start an attempt (stamped when it really
     starts); ``completed``/``compensated`` end it well; ``retrying``/
     ``compensation_retrying`` end it failed, with another attempt to come after
-    the retry delay; ``failed``/``compensation_failed`` end it failed for good.
+    the retry delay; ``failed``/``compensation_failed`` end it failed for good;
+    ``interrupted`` ends it neither (Ctrl-C, shutdown, a cancelled task): the
+    same attempt is made again when a runner takes the saga.
     """
 
     EXECUTING = "executing"
@@ -38,3 +40,4 @@ class EntryStatus(enum.StrEnum):
     COMPENSATED = "compensated"
     COMPENSATION_RETRYING = "compensation_retrying"
     COMPENSATION_FAILED = "compensation_failed"
+    INTERRUPTED = "interrupted"

@@ -270,8 +270,11 @@ class Worker:
             done = self.engine._runner.drive(run)
             if done is not None:
                 self._resumed.append(done)
-        except Exception:
-            log.exception("statesaga: driving saga %s failed", run.saga_id)
+        except Exception as exc:
+            # One saga's trouble (a store error, a bug) stops that saga only: it is
+            # reported, left where it was, and not taken again by this engine.
+            log.exception("statesaga: driving saga %s failed; it is left as it was", run.saga_id)
+            self._skipped.append(self.engine._quarantine(run.saga_id, exc))
         finally:
             with self._lock:
                 self._busy.pop(run.saga_id, None)

@@ -26,6 +26,7 @@ PUBLIC: dict[str, list[str]] = {
         "InvalidInput",
         "InvalidTransition",
         "LogEntry",
+        "NestedTransaction",
         "NotRegistered",
         "RecoveryReport",
         "ResumeError",
@@ -131,6 +132,9 @@ OUTSIDE_THE_TREE = {
     # Internal control flow: the runner lost its lease; a BaseException so that no
     # handler error path takes it for a failure; never escapes the runner.
     "statesaga._runner._LeaseLost",
+    # Internal control flow: a handler cancelled from outside; the runner turns it
+    # back into asyncio.CancelledError after logging the interruption.
+    "statesaga._runner._Interrupted",
     # The example sagas' own errors: they stand for a user's services, not statesaga.
     "statesaga.examples.services.ServiceError",
     "statesaga.examples.transfer.InsufficientFunds",

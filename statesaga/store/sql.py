@@ -18,19 +18,37 @@ uses SQLAlchemy connections as usual.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from statesaga._errors import ConcurrentUpdate, EngineClosed, SchemaMissing, SchemaVersionError
+from statesaga._errors import (
+    ConcurrentUpdate,
+    EngineClosed,
+    NestedTransaction,
+    SchemaMissing,
+    SchemaVersionError,
+)
 from statesaga.store import migrations
 from statesaga.store._connect import READ_ONLY
 from statesaga.store._listen import Listener
 from statesaga.store._rows import LogRecord, LogRow, NewSaga, SagaChanges, SagaRow
 from statesaga.store._writers import Writers
 from statesaga.store.schema import INCOMPLETE, SCHEMA_VERSION, log, sagas
+
+#: The SQLite files this thread has a transactional step's transaction open on.
+_open_sqlite = threading.local()
+
+
+def _sqlite_files_open() -> set[str]:
+    files: set[str] | None = getattr(_open_sqlite, "files", None)
+    if files is None:
+        files = _open_sqlite.files = set()
+    return files
+
 
 #: A definition a runner can drive: (name, version, fingerprint).
 DefinitionKey = tuple[str, int, str]
@@ -91,6 +109,8 @@ class SqlStore:
     def __init__(self, engine: Engine, *, writers: int | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        # The SQLite file, for the nested-write guard (None: not SQLite, or in memory).
+        self._database = engine.url.database if self.dialect == "sqlite" else None
         self._ready = False
         self._closed = False
         self._update = (
@@ -164,6 +184,7 @@ class SqlStore:
         """Run ``work(cursor)`` in a transaction on a lent writer and commit; on
         error roll back and re-raise driver errors wrapped as SQLAlchemy would
         (naming ``statement``)."""
+        self._not_nested()
         with self._writers.lend() as writer:
             cur = writer.cursor
             try:
@@ -193,8 +214,15 @@ class SqlStore:
     def _writing(self) -> Iterator[Connection]:
         if self._closed:
             raise EngineClosed()
+        self._not_nested()
         with self.engine.begin() as conn:
             yield conn
+
+    def _not_nested(self) -> None:
+        """On SQLite, refuse a write from inside this thread's own open transaction
+        on the same file: it would wait for the lock that transaction holds."""
+        if self._database is not None and self._database in _sqlite_files_open():
+            raise NestedTransaction(self._database)
 
     # -- schema -----------------------------------------------------------
 
@@ -240,7 +268,15 @@ class SqlStore:
     def transaction(self) -> Iterator[Transaction]:
         """Open a transaction; it commits when the block ends and rolls back on error."""
         with self._writing() as conn:
-            yield Transaction(self, conn)
+            if self._database is None:
+                yield Transaction(self, conn)
+                return
+            files = _sqlite_files_open()
+            files.add(self._database)
+            try:
+                yield Transaction(self, conn)
+            finally:
+                files.discard(self._database)
 
     def advance(
         self,

@@ -26,6 +26,7 @@ _NOT_OUTCOMES = (
     EntryStatus.COMPENSATING,
     EntryStatus.RETRYING,
     EntryStatus.COMPENSATION_RETRYING,
+    EntryStatus.INTERRUPTED,
 )
 
 
