@@ -7,6 +7,7 @@ or the step handler's return annotation.
 
 from __future__ import annotations
 
+import enum
 import json
 from typing import Any
 
@@ -87,3 +88,48 @@ def round_trip_problem(value: Any, type_: Any) -> str | None:
                     f"declared {wanted} (it would come back as {stored!r})"
                 )
     return f"{value!r} would come back from storage as {back!r}"
+
+
+_FROZEN_SCALARS = (str, int, float, bool, type(None), bytes, enum.Enum)
+
+
+def frozen(value: Any) -> bool:
+    """Whether ``value`` cannot be changed in place (so a handler may be handed the
+    very object, not a copy): scalars, enums, and tuples, frozensets and frozen
+    attrs instances made of such values."""
+    if isinstance(value, _FROZEN_SCALARS):
+        return True
+    if isinstance(value, tuple | frozenset):
+        return all(frozen(v) for v in value)
+    if attrs.has(type(value)) and _frozen_attrs(type(value)):
+        return all(frozen(getattr(value, f.name)) for f in attrs.fields(type(value)))
+    return False
+
+
+def _frozen_attrs(cls: type) -> bool:
+    # attrs says a class is frozen only through the __setattr__ it installs; when
+    # that cannot be told, the value is copied, which is merely slower.
+    return getattr(cls.__setattr__, "__name__", "") == "_frozen_setattrs"
+
+
+def stored(value: Any, type_: Any) -> tuple[Any, str]:
+    """``value`` as a resumed saga would see it, and its JSON: encoded, then
+    decoded as ``type_`` (the handler's return annotation; ``None``: plain JSON).
+
+    Raises:
+        ValueError: it would come back different (another shape or type) — the
+            message says what it would come back as.
+        TypeError, ValueError: it cannot be encoded (see ``dumps``).
+    """
+    text = dumps(value)
+    if isinstance(value, _PLAIN) and (type_ is None or type_ is type(value)):
+        return value, text
+    try:
+        back = loads(text, type_)
+    except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
+        raise ValueError(f"it cannot be read back as {type_!r}: {exc}") from None
+    # A number may come back int for float or float for int (5 and 5.0): equal is enough.
+    numbers = isinstance(value, float | int) and type(back) in (float, int)
+    if back != value or (type(back) is not type(value) and not numbers):
+        raise ValueError(f"it would come back from storage as {back!r}")
+    return back, text

@@ -258,11 +258,13 @@ class Rebuilt:
     Attributes:
         input: its input, rebuilt as the saga's ``input_type``.
         results: its completed steps' results, rebuilt as their types.
+        texts: their JSON.
         replay: its log walked through the machine.
     """
 
     input: Any
     results: dict[str, Any]
+    texts: dict[str, str]
     replay: Replay
 
 
@@ -491,6 +493,7 @@ class Journal:
         return Rebuilt(
             input=codec.loads(row.input, self.spec.input_type),
             results=results(log, self.spec),
+            texts={r.step: r.result for r in log if r.status == EntryStatus.COMPLETED and r.result},
             replay=walked,
         )
 

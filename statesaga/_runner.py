@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -181,6 +181,38 @@ class _Interrupted(BaseException):
 _INTERRUPTS = (KeyboardInterrupt, SystemExit, asyncio.CancelledError, _Interrupted)
 
 
+def _handed(value: Any, type_: Any) -> Any:
+    """What a handler is handed of a stored value: the value itself when it cannot
+    change in place, else a fresh copy (decoded from its JSON), so that what one
+    handler does to it is never seen by another — as after a resume."""
+    return value if codec.frozen(value) else codec.loads(codec.dumps(value), type_)
+
+
+class _Results(Mapping[str, Any]):
+    """``ctx.results``: read-only, each value handed as ``_handed`` does."""
+
+    __slots__ = ("_run", "_spec")
+
+    def __init__(self, run: LiveRun, spec: SagaSpec) -> None:
+        self._run = run
+        self._spec = spec
+
+    def __getitem__(self, step: str) -> Any:
+        value = self._run.results[step]
+        if codec.frozen(value):
+            return value
+        return codec.loads(self._run.texts[step], self._spec.step(step).result_type)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._run.results)
+
+    def __len__(self) -> int:
+        return len(self._run.results)
+
+    def __repr__(self) -> str:
+        return f"<results {dict(self)!r}>"
+
+
 class LiveRun:
     """One saga while a runner drives it: where it is and what it has."""
 
@@ -204,6 +236,7 @@ class LiveRun:
         "saga_id",
         "seq",
         "state",
+        "texts",
         "tx",
     )
 
@@ -224,7 +257,8 @@ class LiveRun:
         self.state = state
         self.attempt = attempt
         self.seq = seq
-        self.results: dict[str, Any] = {}
+        self.results: dict[str, Any] = {}  # as a resume would rebuild them
+        self.texts: dict[str, str] = {}  # their JSON, for copies of mutable ones
         self.failures = 0  # failed attempts of the current state, for its retry policy
         self.comp_failed = False
         self.error: str | None = None
@@ -301,6 +335,7 @@ class Runner:
             row.lease_epoch,
         )
         run.results = rebuilt.results
+        run.texts = rebuilt.texts
         run.error = row.error
         run.due_at = row.due_at
         run.failures = rebuilt.replay.failures
@@ -398,13 +433,14 @@ class Runner:
     def _context(
         self, run: LiveRun, step: str, key: str, connection: Connection | None
     ) -> StepContext:
+        spec = run.defn.spec
         return StepContext(
             saga_id=run.saga_id,
             step=step,
             attempt=run.attempt,
-            input=run.input,
+            input=_handed(run.input, spec.input_type),
             idempotency_key=f"{run.saga_id}:{key}",
-            results=run.results,
+            results=_Results(run, spec),
             connection=connection,
         )
 
@@ -415,10 +451,11 @@ class Runner:
             ctx = self._context(run, step.name, step.name, connection)
             args = (run.defn.saga, ctx)
             result = self._call(run, step.handler, args, step.timeout, step.name, step.is_async)
-            text = self._encode_result(run, step, result)
+            value, text = self._stored(run, step, result)
 
             def record() -> None:
-                run.results[step.name] = result
+                run.results[step.name] = value
+                run.texts[step.name] = text
                 run.outcome = text
                 self._fire(run, "succeed")
 
@@ -432,7 +469,7 @@ class Runner:
 
         def invoke(connection: Connection | None) -> Callable[[], None]:
             ctx = self._context(run, step.name, comp.name, connection)
-            args = (run.defn.saga, ctx, run.results.get(step.name))
+            args = (run.defn.saga, ctx, _Results(run, run.defn.spec).get(step.name))
             self._call(run, comp.handler, args, None, comp.name, comp.is_async)
 
             def record() -> None:
@@ -528,9 +565,11 @@ class Runner:
             raise StepTimeout(run.saga_id, what, timeout)
         return result
 
-    def _encode_result(self, run: LiveRun, step: StepSpec, result: Any) -> str:
+    def _stored(self, run: LiveRun, step: StepSpec, result: Any) -> tuple[Any, str]:
+        """The result as a resumed saga would see it, and its JSON; a result that
+        would come back different is a ``SerializationError`` (never retried)."""
         try:
-            return codec.dumps(result)
+            return codec.stored(result, step.result_type)
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 run.defn.spec.name, run.saga_id, step.name, result, str(exc)

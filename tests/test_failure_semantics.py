@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import ClassVar
 
 import attrs
 import pytest
@@ -316,3 +317,110 @@ def test_a_nested_run_in_a_transactional_step(new_engine: Callable[..., SagaEngi
     else:
         assert run.status is SagaStatus.COMPLETED
         assert run.results == {"outer": "completed"}
+
+
+# -- (5) live = resumed ------------------------------------------------------------
+
+
+@attrs.frozen
+class Receipt:
+    """A step's result."""
+
+    rid: str
+    amount: float
+
+
+class Shapes(Saga):
+    """Steps whose results change shape through JSON, unless annotated."""
+
+    name = "shapes"
+    returns: object = None
+
+    @step
+    def unannotated(self, ctx: StepContext):  # type: ignore[no-untyped-def]
+        return Shapes.returns
+
+
+class WrongType(Saga):
+    """A step annotated ``-> int`` that returns a float."""
+
+    name = "wrong-type"
+    calls = 0
+
+    @step(retry=Retry(max_attempts=3))
+    def count(self, ctx: StepContext) -> int:
+        WrongType.calls += 1
+        return 12.5  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Receipt("r1", 5.0), {1: "one"}, (1, 2)],
+    ids=["attrs-unannotated", "int-keys", "tuple"],
+)
+def test_a_result_that_would_change_shape_on_resume_is_refused(
+    new_engine: Callable[..., SagaEngine], value: object
+) -> None:
+    """(5) A result that would come back from storage different (an attrs object
+    without a return annotation comes back a dict; int keys come back str; a
+    tuple a list) fails its step at once with a ``SerializationError`` naming
+    the fix, instead of behaving differently after a crash."""
+    engine = new_engine()
+    engine.register(Shapes())
+    Shapes.returns = value
+    run = engine.run(Shapes, None, saga_id="shape")
+    assert run.status is SagaStatus.FAILED
+    assert "SerializationError" in (run.error or "")
+    assert "annotate" in (run.error or "")
+
+
+def test_a_result_of_another_type_than_annotated_is_refused_once(
+    new_engine: Callable[..., SagaEngine],
+) -> None:
+    """(5) ``12.5`` from a step annotated ``-> int`` would be 12 after a resume:
+    a ``SerializationError`` at that step, not retried."""
+    engine = new_engine()
+    engine.register(WrongType())
+    WrongType.calls = 0
+    run = engine.run(WrongType, None, saga_id="int")
+    assert run.status is SagaStatus.FAILED and WrongType.calls == 1
+    assert "would come back from storage as 12" in (run.error or "")
+
+
+class Ledger(Saga):
+    """A later step edits an earlier result in place; the compensation then
+    refunds what the earlier step returned."""
+
+    name = "ledger-edit"
+    refunded: ClassVar[list[float]] = []
+
+    @step
+    def charge(self, ctx: StepContext) -> dict[str, float]:
+        return {"amount": 50.0}
+
+    @charge.compensate
+    def refund(self, ctx: StepContext, result: dict[str, float]) -> None:
+        Ledger.refunded.append(result["amount"])
+
+    @step
+    def meddle(self, ctx: StepContext) -> None:
+        charge = ctx.results["charge"]
+        charge["amount"] = 0.0  # in place: live only, unless the runner hands copies
+
+    @step
+    def finish(self, ctx: StepContext) -> None:
+        raise RuntimeError("no")
+
+
+def test_a_step_editing_a_result_in_place_changes_nothing(
+    new_engine: Callable[..., SagaEngine],
+) -> None:
+    """(5) What handlers receive live is what they would receive after a resume: a
+    step that edits an earlier result in place does not change what the
+    compensation is handed (50, as a resume would hand it, not 0)."""
+    engine = new_engine()
+    engine.register(Ledger())
+    Ledger.refunded = []
+    run = engine.run(Ledger, None, saga_id="edit")
+    assert run.status is SagaStatus.FAILED
+    assert Ledger.refunded == [50.0]
