@@ -52,6 +52,8 @@ class Leases:
         self._lost: set[str] = set()
         self._handlers: dict[str, concurrent.futures.Future[object]] = {}
         self._lock = threading.Lock()
+        #: Whether this owner ever held a lease (else it has none to let go of).
+        self.ever_held = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -65,6 +67,7 @@ class Leases:
         with self._lock:
             self._until[saga_id] = until
             self._lost.discard(saga_id)
+            self.ever_held = True
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._beat, name=f"statesaga-heartbeat-{self.owner}", daemon=True

@@ -5,6 +5,7 @@ the numbers are the issue's."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -424,3 +425,35 @@ def test_a_step_editing_a_result_in_place_changes_nothing(
     run = engine.run(Ledger, None, saga_id="edit")
     assert run.status is SagaStatus.FAILED
     assert Ledger.refunded == [50.0]
+
+
+# -- (7) one clock --------------------------------------------------------------------
+
+
+class Timed(Saga):
+    """A saga with a deadline of 300 s from its start."""
+
+    name = "timed"
+    deadline = 300.0
+
+    @step
+    def only(self, ctx: StepContext) -> str:
+        return "done"
+
+
+@pytest.mark.skipif(backend() != "postgresql", reason="SQLite serves one machine, one clock")
+@pytest.mark.parametrize("skew", [-600.0, 600.0], ids=["slow", "fast"])
+def test_a_skewed_process_clock_does_not_move_a_deadline(
+    new_engine: Callable[..., SagaEngine], skew: float
+) -> None:
+    """(7) A saga started by a process whose clock is 10 minutes off, with a
+    300 s deadline, is resumed by a correct process and completes: both read
+    time off the database server, so the deadline is where it belongs."""
+    off = new_engine(clock=lambda: time.time() + skew, db_clock=True)
+    off.register(Timed())
+    off.start(Timed, None, saga_id="skewed")
+    right = new_engine()
+    right.register(Timed())
+    assert right.resume("skewed").status is SagaStatus.COMPLETED
+    created = right.store.get("skewed")
+    assert created is not None and abs(created.created_at - time.time()) < 60

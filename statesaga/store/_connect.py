@@ -57,7 +57,11 @@ def make_engine(
             database = f"file:{database}"
         parsed = parsed.set(database=database, query={**parsed.query, "mode": "ro", "uri": "true"})
     elif read_only and parsed.get_backend_name() == "postgresql":
-        options["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+        # Added to the URL's own options (a search_path, say), not in their place.
+        given = parsed.query.get("options")
+        given = " ".join(given) if isinstance(given, tuple) else (given or "")
+        wanted = f"{given} -c default_transaction_read_only=on".strip()
+        parsed = parsed.set(query={**parsed.query, "options": wanted})
     engine = sa.create_engine(parsed, **options)
     if sqlite:
         _tune_sqlite(engine, sync, busy_timeout, wal=not (memory or read_only))

@@ -1,13 +1,13 @@
 """The connections the store's hot path commits on.
 
 A transition takes a writer, commits on it, and gives it back at once: no
-connection is held while a handler runs. Writers are opened through the pool
-(so every connect hook applies) and then *detached* from it: they never count
-against the pool, so no number of threads or sagas can exhaust it for readers
-and transactional steps, and they never go through a pool return (which resets
-the connection and costs a third of a saga). There are at most ``limit`` of
-them, raised to a worker's concurrency when it starts; a thread that finds them
-all busy waits for one, which is short (a commit).
+connection is held while a handler runs. Writers come from the engine's pool
+but stay out of it between transitions, in an idle stack (a pool return resets
+the connection, which costs a third of a saga). There are at most ``limit`` of
+them — raised to a worker's concurrency when it starts, never beyond what the
+pool holds less a share kept for readers and transactional steps — so no number
+of threads or sagas can exhaust the pool; a thread that finds every writer busy
+waits for one, which is short (a commit).
 
 ``close`` refuses new writers, waits for those in use to come back, then
 closes them all; a forked child leaves its parent's connections alone.
@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import QueuePool
 
 from statesaga._errors import EngineClosed
 
@@ -30,11 +31,19 @@ from statesaga._errors import EngineClosed
 class Writer:
     """A pooled DBAPI connection the hot path writes on, with its cursor."""
 
-    __slots__ = ("cursor", "dbapi")
+    __slots__ = ("cursor", "dbapi", "fairy")
 
-    def __init__(self, dbapi: Any) -> None:
-        self.dbapi = dbapi
-        self.cursor = dbapi.cursor()
+    def __init__(self, fairy: Any) -> None:
+        self.fairy = fairy  # SQLAlchemy's handle: closing it closes the connection
+        self.dbapi = fairy.driver_connection
+        self.cursor = self.dbapi.cursor()
+
+    def close(self) -> None:
+        """Close the connection for good (its pool then opens a new one in its place)."""
+        with contextlib.suppress(Exception):
+            self.dbapi.close()
+        with contextlib.suppress(Exception):
+            self.fairy.invalidate()
 
 
 class Writers:
@@ -47,12 +56,14 @@ class Writers:
 
     def __init__(self, engine: Engine, limit: int) -> None:
         self._engine = engine
-        self._limit = max(1, limit)
+        self._cap = _capacity(engine)
+        self._limit = max(1, min(limit, self._cap))
         self._idle: list[Writer] = []
         self._count = 0  # writers in existence (idle or lent)
         self._cond = threading.Condition()
         self._closed = False
         self._pid = os.getpid()
+        self._cap = _capacity(engine)
         event.listen(engine, "engine_disposed", self._disposed)
 
     @contextlib.contextmanager
@@ -85,10 +96,7 @@ class Writers:
                     break
                 self._cond.wait()
         try:
-            fairy = self._engine.raw_connection()
-            dbapi = fairy.driver_connection
-            fairy.detach()
-            return Writer(dbapi)
+            return Writer(self._engine.raw_connection())
         except BaseException:
             with self._cond:
                 self._count -= 1
@@ -96,9 +104,9 @@ class Writers:
             raise
 
     def grow(self, limit: int) -> None:
-        """Allow at least ``limit`` writers."""
+        """Allow at least ``limit`` writers, as far as the pool allows."""
         with self._cond:
-            self._limit = max(self._limit, limit)
+            self._limit = max(self._limit, min(limit, self._cap))
             self._cond.notify_all()
 
     def _give(self, writer: Writer, keep: bool) -> None:
@@ -110,8 +118,7 @@ class Writers:
                 keep = False
             self._cond.notify_all()
         if not keep:
-            with contextlib.suppress(Exception):
-                writer.dbapi.close()
+            writer.close()
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new writers, wait (up to ``timeout``) for lent ones, close them all."""
@@ -121,8 +128,7 @@ class Writers:
             idle, self._idle = self._idle, []
             self._count -= len(idle)
         for writer in idle:
-            with contextlib.suppress(Exception):
-                writer.dbapi.close()
+            writer.close()
 
     def _disposed(self, _engine: Engine) -> None:
         self.close(timeout=0)
@@ -140,3 +146,17 @@ def _rolled_back(writer: Writer) -> bool:
     except Exception:
         return False
     return True
+
+
+#: Connections of the pool kept for readers and transactional steps.
+READERS = 4
+
+
+def _capacity(engine: Engine) -> int:
+    """How many writers the engine's pool can spare: all it may open, less a share
+    for readers (a pool of unknown size: its size; one shared connection: one)."""
+    pool = engine.pool
+    if not isinstance(pool, QueuePool):
+        return 1
+    overflow = getattr(pool, "_max_overflow", 0)
+    return max(1, pool.size() + max(0, overflow) - READERS)

@@ -113,6 +113,11 @@ class SqlStore:
         self._database = engine.url.database if self.dialect == "sqlite" else None
         self._ready = False
         self._closed = False
+        self._users = threading.Condition()
+        self._in_use = 0  # pool connections checked out through _connect/_writing
+        # A connection coming back to a closed store's pool is closed, not kept:
+        # after dispose() it would go back to a pool nobody will close.
+        sa.event.listen(engine, "checkin", self._checkin)
         self._update = (
             sagas.update()
             .where(
@@ -163,8 +168,10 @@ class SqlStore:
     def close(self, timeout: float | None = 30.0, *, release: str | None = None) -> None:
         """Refuse new work, wait (up to ``timeout``) for commits in flight, let go
         of every saga ``release`` (an owner) still holds, and close every connection."""
-        self._closed = True
         self._writers.close(timeout)
+        with self._users:
+            self._closed = True
+            self._users.wait_for(lambda: self._in_use == 0, timeout)
         if release is not None:
             with contextlib.suppress(Exception), self.engine.begin() as conn:
                 conn.execute(
@@ -203,19 +210,35 @@ class SqlStore:
         elif entries:
             cur.executemany(self._sql["insert_log"], entries)
 
+    def _checkin(self, dbapi_connection: Any, _record: Any) -> None:
+        if self._closed and dbapi_connection is not None:
+            with contextlib.suppress(Exception):
+                dbapi_connection.close()
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[None]:
+        """Count a use of the engine's pool, so that ``close`` waits for it: a
+        connection checked out while the pool is disposed would be left open."""
+        with self._users:
+            if self._closed:
+                raise EngineClosed()
+            self._in_use += 1
+        try:
+            yield
+        finally:
+            with self._users:
+                self._in_use -= 1
+                self._users.notify_all()
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[Connection]:
-        if self._closed:
-            raise EngineClosed()
-        with self.engine.connect() as conn:
+        with self._using(), self.engine.connect() as conn:
             yield conn
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Connection]:
-        if self._closed:
-            raise EngineClosed()
         self._not_nested()
-        with self.engine.begin() as conn:
+        with self._using(), self.engine.begin() as conn:
             yield conn
 
     def _not_nested(self) -> None:
@@ -425,6 +448,16 @@ class SqlStore:
         )
         with self._writing() as conn:
             conn.execute(free)
+
+    def db_time(self) -> float | None:
+        """The database server's clock, in UNIX seconds (``None`` on SQLite, which
+        runs on the application's own machine and clock)."""
+        if self.dialect != "postgresql":
+            return None
+        with self._reading() as conn:
+            return float(
+                conn.execute(sa.text("SELECT EXTRACT(EPOCH FROM clock_timestamp())")).scalar_one()
+            )
 
     def listen(self, wake: Callable[[], None]) -> Listener | None:
         """Call ``wake()`` whenever a runnable saga is announced (PostgreSQL's
