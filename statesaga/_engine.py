@@ -485,16 +485,7 @@ class SagaEngine:
             SagaNotFound: no saga has that id.
         """
         row, spec = self._row_and_spec(saga_id)
-        return SagaRun(
-            saga_id=row.saga_id,
-            name=row.name,
-            version=row.version,
-            fingerprint=row.fingerprint,
-            status=SagaStatus(row.status),
-            state=row.state,
-            results=views.results(self.store.log(saga_id), spec),
-            error=row.error,
-        )
+        return views.stored_run(row, views.results(self.store.log(saga_id), spec))
 
     def history(self, saga_id: str) -> list[LogEntry]:
         """The saga's log, oldest first.

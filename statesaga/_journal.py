@@ -424,18 +424,7 @@ class Journal:
         info = self.machine.state(state)
         assert info.step is not None and info.kind != "terminal"
         entry = _record(saga_id, seq + 1, info.step, ENTERED[info.kind], attempt + 1, now)
-        changes: SagaChanges = {
-            "status": info.status.value,
-            "state": state,
-            "attempt": attempt + 1,
-            "seq": seq + 1,
-            "error": error,
-            "due_at": None,
-            "updated_at": now,
-            "owner": lease[0],
-            "lease_until": lease[1],
-        }
-        return changes, entry
+        return _staying(info, seq + 1, attempt + 1, error, now, lease), entry
 
     def interrupted(
         self,
@@ -454,18 +443,7 @@ class Journal:
         assert info.step is not None
         entry = _record(saga_id, seq + 1, info.step, EntryStatus.INTERRUPTED, attempt, now)
         entry["error"] = why
-        changes: SagaChanges = {
-            "status": info.status.value,
-            "state": state,
-            "attempt": attempt,
-            "seq": seq + 1,
-            "error": error,
-            "due_at": None,
-            "updated_at": now,
-            "owner": None,
-            "lease_until": None,
-        }
-        return changes, entry
+        return _staying(info, seq + 1, attempt, error, now, None), entry
 
     def rebuild(self, row: SagaRow, log: Sequence[LogRow]) -> Rebuilt:
         """Read a stored saga back: its input, results and position.
@@ -496,6 +474,23 @@ class Journal:
             texts={r.step: r.result for r in log if r.status == EntryStatus.COMPLETED and r.result},
             replay=walked,
         )
+
+
+def _staying(
+    info: StateInfo, seq: int, attempt: int, error: str | None, now: float, lease: Lease | None
+) -> SagaChanges:
+    """The row of a saga that stays in its state (an attempt begins or stops)."""
+    return {
+        "status": info.status.value,
+        "state": info.name,
+        "attempt": attempt,
+        "seq": seq,
+        "error": error,
+        "due_at": None,
+        "updated_at": now,
+        "owner": lease[0] if lease else None,
+        "lease_until": lease[1] if lease else None,
+    }
 
 
 def _record(

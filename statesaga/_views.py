@@ -134,6 +134,20 @@ def log_entry(row: LogRow, spec: SagaSpec | None) -> LogEntry:
     )
 
 
+def stored_run(row: SagaRow, results: Mapping[str, Any]) -> SagaRun:
+    """A stored saga, with its results, as the caller sees it."""
+    return SagaRun(
+        saga_id=row.saga_id,
+        name=row.name,
+        version=row.version,
+        fingerprint=row.fingerprint,
+        status=SagaStatus(row.status),
+        state=row.state,
+        results=results,
+        error=row.error,
+    )
+
+
 def summary(row: SagaRow) -> SagaSummary:
     """A stored saga row as a listing shows it."""
     return SagaSummary(
