@@ -189,16 +189,17 @@ def test_compensation_for_unknown_step() -> None:
 
 def test_subclass_overrides_handlers_by_name() -> None:
     """A plain method overriding an inherited step or compensation replaces its
-    handler and keeps its options; the structure (and fingerprint) is unchanged."""
+    handler and keeps its options; with the same result types, the structure (and
+    fingerprint) is unchanged."""
     from definitions.order import OrderSaga
 
     class Quiet(OrderSaga):
         name = "order"
 
-        def charge_payment(self, ctx):  # type: ignore[override]
+        def charge_payment(self, ctx) -> str:  # type: ignore[override]
             return "free"
 
-        def refund_payment(self, ctx, payment_id):  # type: ignore[override]
+        def refund_payment(self, ctx, payment_id) -> None:  # type: ignore[override]
             return None
 
     step_ = Quiet.spec.step("charge_payment")
