@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pygraphviz
 import pytest
@@ -16,7 +17,7 @@ from definitions.order import OrderRequest, OrderSaga
 from definitions.services import FakeServices
 from definitions.transfer import TransferSaga
 from definitions.trip import TripSaga
-from statesaga import EntryStatus, Hooks, LogEntry, Saga, SagaEngine, SagaStatus
+from statesaga import EntryStatus, Hooks, LogEntry, Saga, SagaEngine, SagaStatus, step
 from statesaga._discovery import load_sagas
 from statesaga.cli import main
 from statesaga.diagrams import (
@@ -36,6 +37,7 @@ from statesaga.diagrams import (
     write,
 )
 from statesaga.diagrams import dot as dot_module
+from statesaga.diagrams.mermaid import node_ids
 from statesaga.diagrams.render import DotError
 
 SAGAS: list[type[Saga]] = [OrderSaga, TripSaga, TransferSaga]
@@ -430,7 +432,7 @@ def test_dot_of_an_overlay_numbers_taken_edges_and_greys_the_rest(
     dot = to_dot(model)
     labels: dict[tuple[str, str], list[str]] = {}
     for s, d, a in drawn_edges(dot):
-        labels.setdefault((s, d), []).append(a.get("label", ""))
+        labels.setdefault((s, d), []).append(a.get("label") or a.get("xlabel", ""))
     for p in model.path:
         assert any(re.search(rf"<b> {p.number} </b>", lb) for lb in labels[(p.source, p.dest)])
     numbered = sum(lb.count("</b></font></td>") for lbs in labels.values() for lb in lbs)
@@ -442,6 +444,59 @@ def test_dot_of_an_overlay_numbers_taken_edges_and_greys_the_rest(
     label = graph.get_node("reserve_inventory").attr["label"].replace("<br/>", " ")
     assert "inventory.reserve is unavailable" in label
     assert "saga <b>o-7</b>" in dot
+
+
+def test_dot_failure_labels_sit_beside_their_arrow(
+    order_engine: SagaEngine, services: FakeServices
+) -> None:
+    """A step's failure drops between the rows as a flat edge, whose plain label
+    Graphviz would centre on the line: its label is an external one, which
+    Graphviz places beside the arrow. Rendered, no part of it (the path-number
+    badge, or the text at a generous width) meets the arrow's path."""
+    services.fail("orders.confirm", times=None)
+    order_engine.run(OrderSaga, OrderRequest("c-12", 1.0), saga_id="o-12")
+    model = overlay_of(order_engine, "o-12")
+    dot = to_dot(model)
+    for s, d, a in drawn_edges(dot):
+        kind = next(e.kind for e in model.edges if (e.source, e.dest) == (s, d))
+        assert ("xlabel" in a and "label" not in a) == (kind == "fail"), (s, d)
+    svg = render_dot(dot, "svg").decode()
+    edge = re.search(
+        r"<title>confirm_order&#45;&gt;release_reservation</title>(.*?)</g>", svg, re.S
+    )
+    assert edge is not None
+    numbers = [float(v) for v in re.findall(r"-?\d+\.?\d*", re.search(r' d="([^"]+)"', edge[1])[1])]
+    path = _bezier(list(zip(numbers[::2], numbers[1::2], strict=True)))
+    boxes = [
+        (min(xs), max(xs), min(ys), max(ys))
+        for pts in re.findall(r'<polygon fill="[^"]+" stroke="none" points="([^"]+)"', edge[1])
+        for xs, ys in [list(zip(*(map(float, p.split(",")) for p in pts.split()), strict=True))]
+    ]
+    for x, y, size, words in re.findall(
+        r'<text[^>]*x="([-\d.]+)" y="([-\d.]+)"[^>]*font-size="([\d.]+)"[^>]*>([^<]*)</text>',
+        edge[1],
+    ):
+        x0, y0, em = float(x), float(y), float(size)
+        boxes.append((x0, x0 + 0.5 * em * len(words.strip()), y0 - em, y0))
+    assert len(boxes) == 3  # the badge, its number, "fail"
+    for x0, x1, y0, y1 in boxes:
+        assert not any(x0 <= px <= x1 and y0 <= py <= y1 for px, py in path), (x0, x1, y0, y1)
+
+
+def _bezier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points along a Graphviz edge path (``M`` then cubic Bezier segments)."""
+    out = []
+    for i in range(0, len(points) - 3, 3):
+        p0, c1, c2, p1 = points[i : i + 4]
+        for k in range(41):
+            t = k / 40
+            out.append(
+                tuple(
+                    (1 - t) ** 3 * a + 3 * (1 - t) ** 2 * t * b + 3 * (1 - t) * t**2 * c + t**3 * d
+                    for a, b, c, d in zip(p0, c1, c2, p1, strict=True)
+                )
+            )
+    return out  # type: ignore[return-value]
 
 
 def test_dot_and_mermaid_draw_each_state_in_the_same_colours(
@@ -458,12 +513,17 @@ def test_dot_and_mermaid_draw_each_state_in_the_same_colours(
             name: dict(part.split(":") for part in css.split(","))
             for name, css in (ln.split()[1:3] for ln in mermaid if ln.startswith("    classDef "))
         }
-        of = dict(ln.split()[1:3] for ln in mermaid if ln.startswith("    class "))
+        of = {
+            id: name
+            for ids, name in (ln.split()[1:3] for ln in mermaid if ln.startswith("    class "))
+            for id in ids.split(",")
+        }
+        ids = node_ids(model)
         for n in model.nodes:
             dot = graph.get_node(n.id).attr
             assert (dot["color"], dot["fillcolor"]) == (
-                styles[of[n.id]]["stroke"],
-                styles[of[n.id]]["fill"],
+                styles[of[ids[n.id]]]["stroke"],
+                styles[of[ids[n.id]]]["fill"],
             ), n.id
 
 
@@ -479,53 +539,168 @@ def test_dot_is_deterministic_and_both_directions_render() -> None:
 # -- Mermaid ----------------------------------------------------------------
 
 
-def test_mermaid_state_diagram() -> None:
-    """The Mermaid text is a ``stateDiagram-v2`` with the start arrow, one line
-    per possible transition, an end arrow per terminal, and a class per state."""
+def mermaid_links(text: str) -> list[tuple[str, str, str, str | None]]:
+    """The visible links of Mermaid flowchart text: (source id, arrow, dest id, label)."""
+    found = re.findall(r'^    (\w+) (==>|-->|-\.->)(?:\|"([^"]*)"\|)? (\w+)$', text, re.M)
+    return [(a, arrow, b, label or None) for a, arrow, label, b in found]
+
+
+def test_mermaid_flowchart() -> None:
+    """The Mermaid text starts with its front matter, then a ``flowchart``; each
+    state is a node under an ASCII id, titled by its name, with the model's
+    details; one link per possible transition, labelled with the model's label
+    (a retry loop with none), drawn thick (forward, compensation), dotted
+    (failure, retry, "go on") or plain; terminals are stadiums; each state has a
+    class, a step without compensation its own."""
     model = model_of(OrderSaga)
     text = to_mermaid(model)
+    ids = node_ids(model)
     lines = text.splitlines()
-    assert lines[:5] == ["---", 'title: "order@v1"', "---", "stateDiagram-v2", "    direction LR"]
-    assert "    [*] --> create_order" in lines
-    arrows = [ln.strip() for ln in lines if "-->" in ln and "[*]" not in ln]
-    assert len(arrows) == sum(1 for e in model.edges if e.possible)
-    assert "charge_payment --> charge_payment : retry (≤ 3 attempts)" in arrows
-    assert "reserve_inventory --> refund_payment : fail" in arrows
-    assert "cancel_order --> failed : all undone" in arrows
-    assert not any(a.startswith("create_order --> create_order") for a in arrows)
-    for t in ("completed", "failed", "compensation_failed"):
-        assert f"    {t} --> [*]" in lines
-        assert f"    class {t} t_{t}" in lines
-    assert "    confirm_order : no compensation" in lines
-    assert "    class confirm_order nocomp" in lines
-    assert "    direction TB" in to_mermaid(model, "TB")
+    assert lines[:4] == ["---", 'title: "order@v1"', "---", "flowchart RL"]
+    assert f'    {ids["create_order"]}["<b>create_order</b><br/><small>step 1</small>"]' in lines
+    assert (
+        f'    {ids["confirm_order"]}["<b>confirm_order</b><br/><small>step 4</small>'
+        '<br/><small><i>no compensation</i></small>"]'
+    ) in lines
+    assert f'    {ids["failed"]}(["failed"])' in lines
+    links = mermaid_links(text)
+    assert len(links) == 1 + sum(1 for e in model.edges if e.possible)  # + the start link
+    by_ids = {(a, b, label): arrow for a, arrow, b, label in links}
+    for e in model.drawn_edges:
+        label = None if e.kind == "retry" else e.label
+        assert (ids[e.source], ids[e.dest], label) in by_ids, e
+    assert by_ids[(ids["create_order"], ids["charge_payment"], None)] == "==>"
+    assert by_ids[(ids["refund_payment"], ids["cancel_order"], None)] == "==>"
+    assert by_ids[(ids["reserve_inventory"], ids["refund_payment"], "fail")] == "-.->"
+    assert by_ids[(ids["charge_payment"], ids["charge_payment"], None)] == "-.->"
+    assert by_ids[(ids["cancel_order"], ids["failed"], "all undone")] == "-->"
+    assert f"    class {ids['confirm_order']} nocomp" in lines
+    assert f"    class {ids['completed']} completed" in lines
+    assert "flowchart BT" in to_mermaid(model, "TB")
+
+
+def test_mermaid_links_of_each_kind_look_different() -> None:
+    """Forward, failure, compensation, retry and "go on" links each get a
+    ``linkStyle`` of their own (colour, width, dashes), in the palette's
+    colours; the numbers it styles are the links', invisible ones counted."""
+    model = model_of(TripSaga)
+    text = to_mermaid(model)
+    ids = node_ids(model)
+    statements = [
+        ln.strip() for ln in text.splitlines() if re.match(r"    \w+ (~~~|==>|-->|-\.->)", ln)
+    ]
+    styles = {}
+    for ln in text.splitlines():
+        if ln.startswith("    linkStyle "):
+            _, numbers, css = ln.strip().split(" ", 2)
+            for i in numbers.split(","):
+                styles[statements[int(i)]] = css
+    assert all("~~~" in st for st in statements if st not in styles)
+
+    def style(a: str, arrow: str, b: str, label: str | None = None) -> str:
+        text = f'|"{label}"|' if label else ""
+        return styles[f"{ids[a]} {arrow}{text} {ids[b]}"]
+
+    kinds = {
+        "forward": style("book_flight", "==>", "book_hotel"),
+        "fail": style("book_hotel", "-.->", "cancel_flight", "fail"),
+        "compensation": style("cancel_hotel", "==>", "cancel_flight"),
+        "retry": style("cancel_hotel", "-.->", "cancel_hotel"),
+        "go on": style("cancel_hotel", "-.->", "cancel_flight", "fail, go on"),
+    }
+    assert len(set(kinds.values())) == len(kinds)
+    assert dot_module.BLUE in kinds["forward"] and dot_module.ORANGE in kinds["compensation"]
+    assert dot_module.RED in kinds["fail"] and dot_module.DARK_RED in kinds["go on"]
+    assert all("dasharray" in kinds[k] for k in ("fail", "retry", "go on"))
+
+
+def test_mermaid_ids_are_safe_for_any_name() -> None:
+    """A state's Mermaid id is ASCII letters, digits and ``_``, after a prefix
+    of its kind, whatever its name: accents dropped, other scripts spelt out,
+    clashes numbered; the name itself is the label."""
+
+    class Hostile(Saga):
+        name = "hostile"
+
+        @step
+        def réserver(self, ctx: Any) -> None: ...
+
+        @réserver.compensate
+        def 取消(self, ctx: Any, result: Any) -> None: ...
+
+        @step
+        def reserver(self, ctx: Any) -> None: ...
+
+        @reserver.compensate
+        def end(self, ctx: Any, result: Any) -> None: ...
+
+        @step
+        def classDef(self, ctx: Any) -> None: ...
+
+    model = model_of(Hostile)
+    ids = node_ids(model)
+    assert ids["réserver"] == "s_reserver" and ids["reserver"] == "s_reserver_2"
+    assert ids["取消"] == "c_x53d6x6d88" and ids["end"] == "c_end"
+    assert ids["classDef"] == "s_classDef" and ids["completed"] == "t_completed"
+    text = to_mermaid(model)
+    assert '    c_x53d6x6d88["<b>取消</b><br/><small>undoes réserver</small>"]' in text
+    assert "    class s_reserver,s_reserver_2 step" in text
 
 
 def test_mermaid_overlay_labels_path_numbers_and_escapes_text(
     order_engine: SagaEngine, services: FakeServices
 ) -> None:
-    """In an overlay, taken transitions are labelled with their numbers, states
-    with what became of them, and error text cannot break the syntax."""
+    """In an overlay, taken transitions are labelled with their numbers (a
+    retry loop's go into its state), states with what became of them, in the
+    model's words, and error text cannot break the syntax."""
     services.fail("payments.charge", times=None)
     order_engine.run(OrderSaga, OrderRequest("c-8", 1.0), saga_id="o-8")
     model = overlay_of(order_engine, "o-8")
     text = to_mermaid(model)
-    assert "charge_payment --> charge_payment : (2) (3) retry (≤ 3 attempts)" in text
-    assert "charge_payment --> cancel_order : (4) fail" in text
-    assert "    class charge_payment o_failed" in text
-    assert "    class confirm_order o_none" in text
-    assert "    charge_payment : failed after 3 attempts" in text
+    ids = node_ids(model)
+    links = {(a, b): label for a, _, b, label in mermaid_links(text)}
+    assert links[(ids["charge_payment"], ids["cancel_order"])] == "#35;4 fail"
+    assert links[(ids["create_order"], ids["charge_payment"])] == "#35;1"
+    assert links[(ids["charge_payment"], ids["charge_payment"])] is None
+    charge = next(ln for ln in text.splitlines() if ln.startswith(f"    {ids['charge_payment']}["))
+    assert "<b>failed after 3 attempts</b>" in charge and "#35;2 #35;3 retry" in charge
+    assert f"    class {ids['charge_payment']} o_failed" in text
+    never = next(ln.split()[1] for ln in text.splitlines() if ln.endswith(" o_none"))
+    assert {ids[n] for n in ("confirm_order", "release_reservation", "refund_payment")} <= set(
+        never.split(",")
+    )
+    assert 'title: "order@v1 · saga o-8: failed after' in text
     evil = model.with_path(
         [
             LogEntry(1, "create_order", EntryStatus.EXECUTING, 1, None, None, AT),
-            LogEntry(2, "create_order", EntryStatus.FAILED, 1, None, 'x; y #z {"<b>"}', AT),
+            LogEntry(2, "create_order", EntryStatus.FAILED, 1, None, 'x; y #z {"<b>"}`', AT),
         ],
         saga_id="evil",
     )
-    line = next(ln for ln in to_mermaid(evil).splitlines() if ln.startswith("    create_order : x"))
-    text = line.split(" : ", 1)[1]
-    assert not set(';#{}<>"') & set(re.sub(r"#\d+;", "", text))
-    assert text == "x#59; y #35;z #123;#34;#60;b#62;#34;#125;"
+    line = next(
+        ln for ln in to_mermaid(evil).splitlines() if ln.startswith(f"    {ids['create_order']}[")
+    )
+    error = line.split("<small><i>")[-1].split("</i></small>")[0]
+    assert error == "x; y #35;z {#34;#60;b#62;#34;}#96;"
+
+
+def test_dot_and_mermaid_say_the_same_words(
+    order_engine: SagaEngine, services: FakeServices
+) -> None:
+    """Both renderers print the model's words: each state's details and, in an
+    overlay, what became of it; each transition's label (Mermaid's retry loops
+    excepted, whose state says it)."""
+    services.fail("inventory.reserve", times=1)
+    services.fail("payments.refund", times=None)
+    order_engine.run(OrderSaga, OrderRequest("c-11", 1.0), saga_id="o-11")
+    for model in (model_of(OrderSaga), overlay_of(order_engine, "o-11")):
+        dot, mermaid = to_dot(model), to_mermaid(model)
+        states = [n for n in model.nodes if n.kind != "terminal"]
+        words = [w for n in states for w in (*n.details, n.outcome_text or "") if w]
+        words += [e.label for e in model.drawn_edges if e.label and e.kind != "retry"]
+        for w in words:
+            assert w in dot and w in mermaid, w
+    assert "completed, undo failed" in to_mermaid(overlay_of(order_engine, "o-11"))
 
 
 # -- rendering ----------------------------------------------------------------
@@ -699,6 +874,25 @@ def test_committed_diagrams_are_up_to_date(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.chdir(ROOT)
     report = generate(find_sagas("definitions"), ROOT / "diagrams", check=True)
     assert report.stale == []
+
+
+def test_committed_mermaid_starts_with_its_front_matter() -> None:
+    """Mermaid reads front matter only at the very start of the text, so the
+    generated-file mark comes after it, in each committed ``.mmd``."""
+    files = sorted((ROOT / "diagrams").glob("*.mmd"))
+    assert files
+    for f in files:
+        lines = f.read_text().splitlines()
+        assert lines[0] == "---" and lines[2] == "---", f.name
+        assert lines[3] == "%% generated by `statesaga diagrams`", f.name
+
+
+def test_readme_shows_the_order_saga_in_mermaid() -> None:
+    """The README's Mermaid block, which GitHub draws, is the order saga's
+    current Mermaid text."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```mermaid\n(.*?)```", readme, re.S)
+    assert blocks == [to_mermaid(model_of(OrderSaga))]
 
 
 def test_history_mismatch_is_statesagas_own() -> None:

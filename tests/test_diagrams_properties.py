@@ -1,79 +1,26 @@
 """Properties of the diagram graph model over random saga definitions.
 
-Hypothesis generates definitions (step count, which steps have compensations,
-retry policies of steps and compensations, transactional flags), and for the
-overlay also a failure script run through the real engine.
+Hypothesis generates definitions (``tests.diagram_strategies``: step count,
+which steps have compensations, retry policies of steps and compensations,
+transactional flags, and names, plain or hostile), and for the overlay also a
+failure script run through the real engine.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from collections import deque
-from typing import Any
 
+from graphviz.quoting import quote
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from statesaga import InvalidDefinition, Retry, Saga, SagaEngine, step
+from statesaga import Saga, SagaEngine
 from statesaga._definition import TERMINALS
 from statesaga._journal import replay
 from statesaga.diagrams import GraphModel, model_of, scripted_run, to_dot, to_mermaid
-
-_names = itertools.count()
-
-
-@st.composite
-def definitions(draw: st.DrawFn) -> type[Saga]:
-    """A random valid saga class: 1-7 steps, any of them compensated, with
-    retry policies of 1-4 attempts and random transactional flags."""
-    n = draw(st.integers(1, 7))
-    attempts = st.integers(1, 4)
-    steps = [(draw(attempts), draw(st.booleans())) for _ in range(n)]
-    comps = [draw(st.none() | st.tuples(attempts, st.booleans())) for _ in range(n)]
-    version = draw(st.integers(1, 3))
-    try:
-        return _define(steps, comps, version)
-    except InvalidDefinition:
-        # A compensation of the last step can never run, and the definition
-        # checks may reject it: the same saga without it is valid.
-        return _define(steps, [*comps[:-1], None], version)
-
-
-def _define(
-    steps: list[tuple[int, bool]], comps: list[tuple[int, bool] | None], version: int
-) -> type[Saga]:
-    cls_name = f"Generated{next(_names)}"
-    ns: dict[str, Any] = {
-        "__module__": __name__,
-        "__qualname__": cls_name,
-        "name": cls_name.lower(),
-        "version": version,
-    }
-    for i, ((tries, tx), comp) in enumerate(zip(steps, comps, strict=True)):
-        decl = step(retry=Retry(max_attempts=tries), transactional=tx)(
-            _handler(cls_name, f"s{i}", ("self", "ctx"))
-        )
-        ns[f"s{i}"] = decl
-        if comp is not None:
-            ns[f"undo_s{i}"] = decl.compensate(
-                retry=Retry(max_attempts=comp[0]), transactional=comp[1]
-            )(_handler(cls_name, f"undo_s{i}", ("self", "ctx", "result")))
-    return type(cls_name, (Saga,), ns)
-
-
-def _handler(cls_name: str, name: str, params: tuple[str, ...]) -> Any:
-    """A do-nothing handler named as if written in the class body."""
-
-    def step_fn(self: Any, ctx: Any) -> None:
-        return None
-
-    def compensation_fn(self: Any, ctx: Any, result: Any) -> None:
-        return None
-
-    fn = step_fn if len(params) == 2 else compensation_fn
-    fn.__name__ = name
-    fn.__qualname__ = f"{cls_name}.{name}"
-    return fn
+from statesaga.diagrams.mermaid import node_ids
+from tests.diagram_strategies import definitions, hostile_names, runs
 
 
 def reachable(model: GraphModel, start: str, reverse: bool = False) -> set[str]:
@@ -94,14 +41,15 @@ def reachable(model: GraphModel, start: str, reverse: bool = False) -> set[str]:
     return seen
 
 
-@given(definitions())
+@given(definitions() | definitions(hostile_names()))
 def test_graph_model_of_any_definition(saga: type[Saga]) -> None:
     """One node per FSM state; one edge per transition; every state reachable
     from the start (definitions whose states could not all be entered are
     rejected: a compensation on the last step is invalid, and a saga without
     compensations has no ``compensation_failed``). Every non-terminal state has
     a path to a terminal, terminals have none out, and both renderers draw
-    every node."""
+    every node and every edge; Mermaid under ids of its own, one per state,
+    ASCII letters, digits and ``_`` only, whatever the state's name."""
     model = model_of(saga)
     states = [s.name for s in saga.machine.states]
     assert [n.id for n in model.nodes] == states
@@ -121,25 +69,17 @@ def test_graph_model_of_any_definition(saga: type[Saga]) -> None:
 
     dot = to_dot(model)
     mermaid = to_mermaid(model)
+    ids = node_ids(model)
+    assert len(set(ids.values())) == len(ids) == len(model.nodes)
+    classed = [ln.split()[1] for ln in mermaid.splitlines() if ln.startswith("    class ")]
+    styled = {id for ids_ in classed for id in ids_.split(",")}
     for n in model.nodes:
-        assert f"\t{n.id} [" in dot
-        assert f"    class {n.id} " in mermaid
+        assert re.fullmatch(r"[stc]_[A-Za-z0-9_]+", ids[n.id])
+        assert f"\t{quote(n.id)} [" in dot
+        assert ids[n.id] in styled
     for e in model.drawn_edges:
-        assert e.source in dot and f"    {e.source} --> {e.dest}" in mermaid
-
-
-@st.composite
-def runs(draw: st.DrawFn) -> tuple[type[Saga], dict[str, int | None]]:
-    """A random definition and a failure script for it: some of its steps and
-    compensations fail their first few attempts, or every attempt."""
-    saga = draw(definitions())
-    names = [s.name for s in saga.spec.steps] + [
-        s.compensation.name for s in saga.spec.steps if s.compensation
-    ]
-    script = draw(
-        st.dictionaries(st.sampled_from(names), st.none() | st.integers(1, 3), max_size=4)
-    )
-    return saga, script
+        link = rf'    {ids[e.source]} (==>|-->|-\.->)(\|"[^"]*"\|)? {ids[e.dest]}\n'
+        assert re.search(link, mermaid), (e, mermaid)
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -5,7 +5,7 @@ node per state of its state machine, one edge per transition, of the machine's
 own kinds. Renderers read that model: ``to_dot`` (DOT source through the
 ``graphviz`` package, no binary needed), ``render``/``write`` (SVG and PNG
 through ``pygraphviz``'s bundled Graphviz, or a ``dot`` binary), and
-``to_mermaid`` (``stateDiagram-v2`` for Markdown). One saga's actual path is
+``to_mermaid`` (a Mermaid ``flowchart``, for Markdown). One saga's actual path is
 data laid over the same model (``GraphModel.with_path``, or ``instance_model``
 straight from a store), read through the journal's parser of the saga log, so
 every renderer draws it too::

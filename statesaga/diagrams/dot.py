@@ -241,23 +241,8 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
 
     step_kind = n.kind == "step"
     line, fill = STATE_COLOURS[n.kind]
-    details: list[str] = []
-    if step_kind:
-        assert n.index is not None
-        details.append(f"step {n.index + 1}")
-        if n.transactional:
-            details.append("transactional")
-        if n.timeout is not None:
-            details.append(f"timeout {n.timeout:g}s")
-    else:
-        details.append(f"undoes {_esc(n.step or '')}")
-        if n.transactional:
-            details.append("transactional")
-    if n.max_attempts > 1:
-        details.append(f"up to {n.max_attempts} attempts")
-    sub = [" · ".join(details)]
-    if step_kind and n.compensation is None:
-        sub.append("<i>no compensation</i>")
+    first, *notes = n.details
+    sub = [_esc(first), *(f"<i>{_esc(note)}</i>" for note in notes)]
 
     fontcolor = TEXT
     sub_colour = GREY
@@ -271,8 +256,9 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
             penwidth = "2.5"
             state = _esc(n.outcome_text or "")
             sub.append(f'<font color="{line}"><b>{state}</b></font>')
-            if n.error and n.outcome in ("failed", "compensation_failed", "running"):
-                sub.append(f'<font color="{RED}">{_wrap(n.error, 34)}</font>')
+            if n.error_lines:
+                error = "<br/>".join(_esc(x) for x in n.error_lines)
+                sub.append(f'<font color="{RED}">{error}</font>')
             if n.outcome in ("failed", "running"):
                 penwidth = "3.5"
     elif step_kind and n.compensation is None:
@@ -304,12 +290,15 @@ def _edge_attrs(e: Edge, overlay: bool) -> dict[str, str]:
         attrs.update(style="dashed", penwidth="1.2", constraint="false")
     else:  # finish
         attrs.update(penwidth="1.5", constraint="false")
+    # A step's failure drops between the rows as a flat edge, whose label
+    # Graphviz centres on the line itself: an external label sits beside it.
+    key = "xlabel" if e.kind == "fail" else "label"
     if e.label:
-        attrs["label"] = f" {e.label} "
+        attrs[key] = f" {e.label} "
     if overlay:
         if e.taken:
             attrs["penwidth"] = "3" if e.kind != "retry" else "2"
-            attrs["label"] = _badges(e.taken, colour, e.label)
+            attrs[key] = _badges(e.taken, colour, e.label)
         else:
             attrs.update(color=FAINT, fontcolor=FAINT)
     return attrs
@@ -322,7 +311,7 @@ def _badges(numbers: tuple[int, ...], colour: str, label: str | None) -> str:
         for n in numbers
     )
     if label:
-        cells += f"<td>{_esc(label)}</td>"
+        cells += f"<td>{_esc(label)} </td>"
     return (
         '<<table border="0" cellborder="0" cellspacing="2" cellpadding="1">'
         f"<tr>{cells}</tr></table>>"

@@ -72,7 +72,7 @@ def build_model(spec: SagaSpec, machine: SagaMachine) -> GraphModel:
             t.kind,
             t.trigger,
             t.condition,
-            label(t, attempts[t.source]),
+            label(t),
             possible=t.kind != "retry" or attempts[t.source] > 1,
         )
         for t in machine.transitions
@@ -89,11 +89,14 @@ def build_model(spec: SagaSpec, machine: SagaMachine) -> GraphModel:
     )
 
 
-def label(t: TransitionInfo, max_attempts: int) -> str | None:
-    """The text drawn on transition ``t`` (``None``: none), ``max_attempts``
-    being what its source's policy allows."""
+def label(t: TransitionInfo) -> str | None:
+    """The text every renderer draws on transition ``t`` (``None``: none).
+
+    A retry loop says only ``retry``: its state already says how many attempts
+    it has, and a long label on a loop is what collides with other links.
+    """
     if t.kind == "retry":
-        return f"retry (≤ {max_attempts} attempts)"
+        return "retry"
     if t.kind == "fail":
         return "fail"
     if t.kind == "compensation_failed":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -96,29 +97,43 @@ def example_failures(saga: type[Saga]) -> dict[str, int | None]:
 def drawings(sagas: Sequence[type[Saga]]) -> list[Drawing]:
     """The diagrams of ``sagas``: each definition, then its example run.
 
-    The example run goes through the real engine on an in-memory SQLite
+    The example run goes through the real engine on a throwaway SQLite
     database (see ``scripted_run``) under a fixed saga id, so its drawing is
-    the same every time.
+    the same every time. A file, not ``sqlite://``: an in-memory database is
+    one per connection, and the engine may read on another than it wrote on.
     """
-    out = []
-    engine = SagaEngine("sqlite://", sleep=lambda _s: None)
-    try:
-        for saga in sagas:
-            spec = saga.spec
-            stem = f"{spec.name}-v{spec.version}"
-            out.append(_drawing(stem, f"{spec.name} v{spec.version}", model_of(saga)))
-            saga_id = f"{stem}-example"
-            scripted_run(saga, engine, saga_id, example_failures(saga))
-            overlay = instance_model(engine, saga_id, [saga])
-            title = f"{spec.name} v{spec.version}: an example run that ends {overlay.status}"
-            out.append(_drawing(f"{stem}-example-run", title, overlay))
-    finally:
-        engine.close()
-    return out
+    with tempfile.TemporaryDirectory(prefix="statesaga-diagrams-") as tmp:
+        engine = SagaEngine(f"sqlite:///{Path(tmp) / 'example.db'}", sleep=lambda _s: None)
+        try:
+            return [d for saga in sagas for d in _drawings_of(saga, engine)]
+        finally:
+            engine.close()
+
+
+def _drawings_of(saga: type[Saga], engine: SagaEngine) -> list[Drawing]:
+    spec = saga.spec
+    stem = f"{spec.name}-v{spec.version}"
+    saga_id = f"{stem}-example"
+    scripted_run(saga, engine, saga_id, example_failures(saga))
+    overlay = instance_model(engine, saga_id, [saga])
+    title = f"{spec.name} v{spec.version}: an example run that ends {overlay.status}"
+    return [
+        _drawing(stem, f"{spec.name} v{spec.version}", model_of(saga)),
+        _drawing(f"{stem}-example-run", title, overlay),
+    ]
 
 
 def _drawing(stem: str, title: str, model: GraphModel) -> Drawing:
     return Drawing(stem, title, model, to_dot(model), to_mermaid(model))
+
+
+def marked_mermaid(text: str) -> str:
+    """Mermaid ``text`` with the generated-file mark as a comment after its
+    front matter, which Mermaid reads only at the very start."""
+    if text.startswith("---\n"):
+        end = text.index("\n---\n", 3) + len("\n---\n")
+        return f"{text[:end]}%% {MARK}\n{text[end:]}"
+    return f"%% {MARK}\n{text}"
 
 
 def stamped(dot: str) -> str:
@@ -193,7 +208,7 @@ def generate(
     text: dict[str, str] = {}
     for d in items:
         text[f"{d.stem}.dot"] = f"// {MARK}\n{d.dot}"
-        text[f"{d.stem}.mmd"] = f"%% {MARK}\n{d.mermaid}"
+        text[f"{d.stem}.mmd"] = marked_mermaid(d.mermaid)
     text["index.md"] = index(sagas, items)
     svgs = {f"{d.stem}.svg": d for d in items}
     report = Report()

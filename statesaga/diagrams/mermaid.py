@@ -1,23 +1,50 @@
-"""Mermaid ``stateDiagram-v2`` text of a graph model, for Markdown.
+"""Mermaid text of a graph model, for Markdown: a ``flowchart``, not a ``stateDiagram-v2``.
 
-Mermaid cannot style one transition apart from another in a state diagram, so
-the kinds of transition are told by their labels (``fail``, ``retry ...``,
-``fail, go on``) and the kinds of state by colour classes. In an instance
-overlay each transition the saga took is labelled with its numbers in the
-path, ``(1)`` ``(2)`` ..., and each state with what became of it.
+Why a flowchart: a state diagram cannot style one transition apart from
+another (its ``classDef`` reaches states only), so forward, failure,
+compensation, retry and "go on" transitions would all be the same black line,
+told apart only by their labels. A flowchart styles each link (``linkStyle``:
+colour, width, dash pattern) and draws the same thing: one node per state,
+titled by its name, one link per transition, labelled with the model's words,
+which the DOT renderer prints too.
+
+Layout. Mermaid's layout (dagre) ranks nodes along the links, so a
+compensation chain running back under the forward path comes out as a
+staircase. So the chart is ``RL`` (``BT`` for top to bottom): the compensation
+chain runs with the ranks, each compensation under the step it undoes; and
+invisible links (``~~~``) from ``completed`` back to the start, written first
+from the first node, turn the forward path round (dagre reverses the links
+that close a cycle against its first depth-first walk), so that it reads left
+to right above the chain. Each row is a borderless subgraph, which keeps the
+rows from crossing: the start marker and the steps, and under them the
+failure terminals and the compensations (declared first, which is what puts
+that row below).
+
+Node ids are ASCII, made from the names (``s_`` step, ``c_`` compensation,
+``t_`` terminal, ``i_start``), with the real name as the label: any Python
+identifier, in any script or equal to a Mermaid keyword (``end``, ``style``,
+``click``, ``classDef``...), is drawn and styled like any other. In an instance
+overlay each link the saga took carries its numbers in the path (``#1``), and
+each state says what became of it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import unicodedata
+from collections.abc import Mapping
 from typing import Literal
 
 from statesaga.diagrams.model import Edge, GraphModel, Node
 from statesaga.diagrams.palette import (
+    DARK_RED,
+    EDGE_COLOUR,
     FAINT,
     MUTED,
     OUTCOME_COLOURS,
+    PURPLE,
     STATE_COLOURS,
     TERMINAL_COLOURS,
     TEXT,
@@ -34,109 +61,198 @@ _OUTCOME_WIDTH = {
 }
 
 
-def _css(line: str, fill: str, text: str = TEXT, width: int | None = None) -> str:
-    css = f"fill:{fill},stroke:{line},color:{text}"
-    return f"{css},stroke-width:{width}px" if width else css
+def _css(line: str, fill: str, text: str = TEXT, width: float = 1.5) -> str:
+    return f"fill:{fill},stroke:{line},color:{text},stroke-width:{width:g}px"
 
 
-#: ``classDef`` of each kind of state and each overlay outcome, in the palette's colours.
+#: ``classDef`` of each kind of state, and in an overlay of each outcome, in
+#: the palette's colours (``o_end_*``: the terminal the saga reached).
 CLASSES = {
+    "start": _css(TEXT, TEXT),
     "step": _css(*STATE_COLOURS["step"]),
-    "nocomp": _css(*STATE_COLOURS["step"]) + ",stroke-dasharray:4 3",
+    "nocomp": _css(*STATE_COLOURS["step"]) + ",stroke-dasharray:5 3",
     "compensation": _css(*STATE_COLOURS["compensation"]),
-    **{f"t_{t}": _css(line, fill, line, 3) for t, (line, fill) in TERMINAL_COLOURS.items()},
+    **{t: _css(line, fill, line, 3) for t, (line, fill) in TERMINAL_COLOURS.items()},
+    "o_start": _css(PURPLE, PURPLE),
     **{
         f"o_{o}": _css(line, fill, width=_OUTCOME_WIDTH[o])
         for o, (line, fill) in OUTCOME_COLOURS.items()
     },
-    "o_reached": "stroke-width:4px",
+    **{f"o_end_{t}": _css(line, fill, line, 4) for t, (line, fill) in TERMINAL_COLOURS.items()},
     "o_none": _css(FAINT, WHITE, MUTED),
 }
 
+#: How each kind of link is drawn: the arrow written (thick, dotted or plain),
+#: its colour, width (px) and dash pattern, so that forward, failure,
+#: compensation, retry and "go on" differ at a glance, not only by label.
+LINKS: Mapping[str, tuple[str, str, float, str | None]] = {
+    "start": ("-->", TEXT, 1.5, None),
+    "forward": ("==>", EDGE_COLOUR["forward"], 3, None),
+    "fail": ("-.->", EDGE_COLOUR["fail"], 2, "7 4"),
+    "compensate": ("==>", EDGE_COLOUR["compensate"], 3, None),
+    "go_on": ("-.->", EDGE_COLOUR["compensation_failed"], 1.5, "2 3"),
+    "retry": ("-.->", EDGE_COLOUR["retry"], 1.5, "1 3"),
+    "finish": ("-->", EDGE_COLOUR["finish"], 2, None),
+    "finish_failed": ("-->", DARK_RED, 2, None),
+}
+
+#: The id of the start marker (no state's id has its prefix).
+START = "i_start"
+#: The ids of the two rows' subgraphs (no state's id lacks a prefix).
+_ROWS = ("forward", "chain")
+
 
 def to_mermaid(model: GraphModel, direction: Literal["LR", "TB"] = "LR") -> str:
-    """The Mermaid ``stateDiagram-v2`` source of ``model``.
+    """The Mermaid ``flowchart`` source of ``model``.
 
     Args:
         model: a definition's graph model, with or without an instance overlay.
-        direction: ``LR`` (left to right) or ``TB`` (top to bottom).
+        direction: ``LR`` draws the forward path as a row left to right, ``TB``
+            as a column top to bottom; either way the compensation chain runs
+            back beside it.
 
     Returns:
-        The text, deterministic for a given model, ending with a newline.
+        The text, deterministic for a given model, ending with a newline. It
+        starts with its front matter (the title), as Mermaid requires.
     """
-    title = model.key
-    if model.is_instance:
-        title += f" · saga {model.saga_id or ''} · {model.status}"
+    overlay = model.is_instance
+    title = model.key + (f" · {model.run_summary}" if overlay else "")
+    ids = node_ids(model)
     lines = [
         "---",
         f"title: {json.dumps(title, ensure_ascii=False)}",
         "---",
-        "stateDiagram-v2",
-        f"    direction {direction}",
+        f"flowchart {'RL' if direction == 'LR' else 'BT'}",
     ]
-    nodes = model.nodes
-    classes = {n.id: _class(n, model.is_instance) for n in nodes}
-    used = set(classes.values())
-    lines += [f"    classDef {name} {style}" for name, style in CLASSES.items() if name in used]
-    lines.append("")
-    for n in nodes:
-        lines += [f"    {n.id} : {_text(d)}" for d in _descriptions(n, model.is_instance)]
-    lines.append("")
-    lines.append(f"    [*] --> {model.initial}")
+
+    # A retry loop carries no label: Mermaid lays a loop out after everything
+    # else, and its label lands on whatever runs beside the state. The state
+    # says how many attempts it has, and in an overlay the loop's numbers.
+    retried = {
+        e.source: _edge_label(e, True) for e in model.drawn_edges if e.kind == "retry" and e.taken
+    }
+
+    def declare(n: Node) -> str:
+        return f"    {ids[n.id]}{_shape(n, overlay, retried.get(n.id))}"
+
+    # completed first: the layout's depth-first walk starts at the first node.
+    lines.append(declare(model.node("completed")))
+    ends = [declare(t) for t in model.terminals if t.id != "completed"]
+    forward, chain = _ROWS
+    rows = [
+        (chain, [*ends, *map(declare, model.compensations)]),
+        (forward, [f'    {START}((" "))', *map(declare, model.steps)]),
+    ]
+    if not model.compensations:
+        lines += ends
+        rows = rows[1:]
+    for name, members in rows:
+        lines += [f'    subgraph {name} [" "]', *members, "    end"]
+    lines += [f"    style {name} fill:none,stroke:none" for name, _ in rows]
+
+    # Each link with its style (kind, and in an overlay whether the saga took
+    # it), in the order Mermaid numbers links for ``linkStyle``.
+    links: list[tuple[str, tuple[str, bool | None] | None]] = []
+    turn = [ids["completed"], *(ids[n.id] for n in reversed(model.steps)), START]
+    links += [(f"{a} ~~~ {b}", None) for a, b in itertools.pairwise(turn)]
+    started = bool(model.visited) if overlay else None
+    links.append((f"{START} --> {ids[model.initial]}", ("start", started)))
     for e in model.drawn_edges:
-        label = _edge_label(e, model.is_instance)
-        lines.append(f"    {e.source} --> {e.dest}" + (f" : {_text(label)}" if label else ""))
-    for t in model.terminals:
-        lines.append(f"    {t.id} --> [*]")
-    lines.append("")
-    lines += [f"    class {id} {name}" for id, name in classes.items()]
+        kind = _link_kind(e)
+        label = _edge_label(e, overlay) if e.kind != "retry" else None
+        text = f'|"{_text(label)}"|' if label else ""
+        taken = bool(e.taken) if overlay else None
+        links.append((f"{ids[e.source]} {LINKS[kind][0]}{text} {ids[e.dest]}", (kind, taken)))
+    lines += [f"    {text}" for text, _ in links]
+    styled: dict[tuple[str, bool | None], list[int]] = {}
+    for i, (_, style) in enumerate(links):
+        if style is not None:
+            styled.setdefault(style, []).append(i)
+    lines += [
+        f"    linkStyle {','.join(map(str, numbers))} {_link_css(*style)}"
+        for style, numbers in styled.items()
+    ]
+
+    classes: dict[str, list[str]] = {"o_start" if overlay else "start": [START]}
+    for n in model.nodes:
+        classes.setdefault(_class(n, overlay), []).append(ids[n.id])
+    lines += [f"    classDef {name} {CLASSES[name]}" for name in classes]
+    lines += [f"    class {','.join(members)} {name}" for name, members in classes.items()]
     return "\n".join(lines) + "\n"
 
 
-def _descriptions(n: Node, overlay: bool) -> list[str]:
-    out = []
-    if n.kind == "step":
-        assert n.index is not None
-        parts = [f"step {n.index + 1}"]
-        if n.transactional:
-            parts.append("transactional")
-        if n.timeout is not None:
-            parts.append(f"timeout {n.timeout:g}s")
-        if n.max_attempts > 1:
-            parts.append(f"up to {n.max_attempts} attempts")
-        out.append(" · ".join(parts))
-        if n.compensation is None:
-            out.append("no compensation")
-    elif n.kind == "compensation":
-        parts = [f"undoes {n.step}"]
-        if n.transactional:
-            parts.append("transactional")
-        if n.max_attempts > 1:
-            parts.append(f"up to {n.max_attempts} attempts")
-        out.append(" · ".join(parts))
-    if overlay and n.outcome is not None and n.kind != "terminal":
-        state = {
-            "completed": "completed",
-            "failed": "failed",
-            "compensated": "compensated" if n.kind == "compensation" else "completed, then undone",
-            "compensation_failed": "compensation failed",
-            "running": "running now",
-        }[n.outcome]
-        if n.attempts > 1:
-            state += (
-                f" (attempt {n.attempts})"
-                if n.outcome == "running"
-                else f" after {n.attempts} attempts"
-            )
-        out.append(f"▶ {state}" if n.outcome == "running" else state)
-        if n.error and n.outcome in ("failed", "compensation_failed", "running"):
-            out.append(n.error)
-    return out
+def node_ids(model: GraphModel) -> dict[str, str]:
+    """A Mermaid node id for each state of ``model``, by state name.
+
+    ASCII, made from the name (accents dropped, any other character that is
+    not a letter, digit or ``_`` as ``x`` and its code point in hex), after a
+    prefix of its kind (``s_``, ``c_``, ``t_``) so that no id is a Mermaid
+    keyword; unique (a clash gets a number).
+    """
+    prefix = {"step": "s_", "compensation": "c_", "terminal": "t_"}
+    ids: dict[str, str] = {}
+    taken = {START, *_ROWS}
+    for n in model.nodes:
+        folded = unicodedata.normalize("NFKD", n.id)
+        slug = "".join(
+            c if c.isascii() and (c.isalnum() or c == "_") else f"x{ord(c):x}"
+            for c in folded
+            if not unicodedata.combining(c)
+        )
+        id = candidate = prefix[n.kind] + slug
+        k = 2
+        while id in taken:
+            id, k = f"{candidate}_{k}", k + 1
+        taken.add(id)
+        ids[n.id] = id
+    return ids
+
+
+def _shape(n: Node, overlay: bool, retried: str | None = None) -> str:
+    """The node's shape and label: its name in bold, then what the model says
+    of it, and in an overlay what became of it (``retried``: the label of its
+    retry loop, if the saga took it)."""
+    if n.kind == "terminal":
+        return f'(["{_text(n.id)}"])'
+    first, *notes = n.details
+    rows = [f"<b>{_text(n.id)}</b>", _text(first), *(f"<i>{_text(s)}</i>" for s in notes)]
+    if overlay and n.outcome_text:
+        rows.append(f"<b>{_text(n.outcome_text)}</b>")
+        if retried:
+            rows.append(_text(retried))
+        rows += [f"<i>{_text(s)}</i>" for s in n.error_lines]
+    return '["' + "<br/>".join(rows[:1] + [f"<small>{r}</small>" for r in rows[1:]]) + '"]'
+
+
+def _link_kind(e: Edge) -> str:
+    if e.kind == "finish":
+        return "finish_failed" if e.condition == "compensation_failed" else "finish"
+    if e.kind == "complete":
+        return "forward"
+    if e.kind == "compensation_failed":
+        return "go_on"
+    return e.kind
+
+
+def _link_css(kind: str, taken: bool | None) -> str:
+    """``linkStyle`` of a link of ``kind``; ``taken`` says, in an overlay,
+    whether the saga took it (``None``: no overlay)."""
+    _, colour, width, dashes = LINKS[kind]
+    if kind == "start" and taken:
+        colour = PURPLE
+    if taken is False:
+        colour = FAINT
+    elif taken:
+        width = max(width, 2) + 1.5
+    css = f"stroke:{colour},stroke-width:{width:g}px"
+    if dashes:
+        css += f",stroke-dasharray:{dashes}"
+    return css + f",color:{MUTED if taken is False else colour}"
 
 
 def _edge_label(e: Edge, overlay: bool) -> str | None:
     if overlay and e.taken:
-        numbers = " ".join(f"({n})" for n in e.taken)
+        numbers = " ".join(f"#{n}" for n in e.taken)
         return f"{numbers} {e.label}" if e.label else numbers
     return e.label
 
@@ -145,19 +261,17 @@ def _class(n: Node, overlay: bool) -> str:
     if overlay:
         if n.outcome is None:
             return "o_none"
-        if n.kind == "terminal":
-            return f"t_{n.id}"
-        return f"o_{n.outcome}"
+        return f"o_end_{n.id}" if n.kind == "terminal" else f"o_{n.outcome}"
     if n.kind == "terminal":
-        return f"t_{n.id}"
+        return n.id
     if n.kind == "step" and n.compensation is None:
         return "nocomp"
     return n.kind
 
 
 def _text(text: str) -> str:
-    """Free text made safe for a Mermaid label: one line, and the characters
-    Mermaid could read as syntax (``;`` ``#`` ``{`` ``}`` ``<`` ``>`` ``"``) as
-    its entity codes, which it shows as the characters themselves."""
+    """Free text made safe inside a quoted Mermaid label: one line, and the
+    characters Mermaid or HTML would read as syntax as Mermaid's entity codes
+    (``#35;`` for ``#``), which it shows as the characters themselves."""
     text = " ".join(text.split())
-    return re.sub(r"[;#{}<>\"]", lambda m: f"#{ord(m.group())};", text)
+    return re.sub(r"[\"#&<>`]", lambda m: f"#{ord(m.group())};", text)

@@ -8,6 +8,7 @@ definition; ``GraphModel.with_path`` lays one saga's log over it, as read by
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import attrs
@@ -16,6 +17,9 @@ from statesaga._journal import Entry
 from statesaga._machine import SagaMachine
 from statesaga._spec import StateKind, TransitionKind
 from statesaga.diagrams.overlay import NodeOutcome, read_log
+
+#: The note on a step that has no compensation (it is skipped when the saga compensates).
+NO_COMPENSATION = "no compensation"
 
 
 @attrs.frozen
@@ -49,6 +53,33 @@ class Node:
     outcome: NodeOutcome | None = None
     attempts: int = 0
     error: str | None = None
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        """What a drawing says under the state's name, one line each: its
+        position or the step it undoes, and its options; for a step without
+        compensation, a second line saying so (empty for terminals)."""
+        if self.kind == "terminal":
+            return ()
+        parts = [f"step {(self.index or 0) + 1}" if self.kind == "step" else f"undoes {self.step}"]
+        if self.transactional:
+            parts.append("transactional")
+        if self.timeout is not None:
+            parts.append(f"timeout {self.timeout:g}s")
+        if self.max_attempts > 1:
+            parts.append(f"up to {self.max_attempts} attempts")
+        lines = [" · ".join(parts)]
+        if self.kind == "step" and self.compensation is None:
+            lines.append(NO_COMPENSATION)
+        return tuple(lines)
+
+    @property
+    def error_lines(self) -> tuple[str, ...]:
+        """Overlay only: the error a drawing shows in the state (that of a
+        failure, or of the running state's last attempt), wrapped; else none."""
+        if not self.error or self.outcome not in ("failed", "compensation_failed", "running"):
+            return ()
+        return tuple(textwrap.wrap(self.error, 34, max_lines=3, placeholder=" …"))
 
     @property
     def outcome_text(self) -> str | None:
@@ -173,6 +204,15 @@ class GraphModel:
     def key(self) -> str:
         """``name@vversion``."""
         return f"{self.name}@v{self.version}"
+
+    @property
+    def run_summary(self) -> str | None:
+        """Overlay only: ``saga ID: STATUS after N transitions``."""
+        if not self.is_instance:
+            return None
+        return (
+            f"saga {self.saga_id or 'one saga'}: {self.status} after {len(self.path)} transitions"
+        )
 
     @property
     def is_instance(self) -> bool:
