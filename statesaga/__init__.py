@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from statesaga._engine import SagaEngine
     from statesaga._errors import (
         ConcurrentUpdate,
+        CorruptSaga,
         DeadlineExceeded,
         DefinitionConflict,
         EngineClosed,
@@ -54,6 +55,7 @@ _SOURCES = {
     "statesaga._engine": ("SagaEngine",),
     "statesaga._errors": (
         "ConcurrentUpdate",
+        "CorruptSaga",
         "DeadlineExceeded",
         "DefinitionConflict",
         "EngineClosed",
@@ -83,6 +85,7 @@ _SOURCES = {
 __all__ = [
     "CompensationSpec",
     "ConcurrentUpdate",
+    "CorruptSaga",
     "DeadlineExceeded",
     "DefinitionConflict",
     "EngineClosed",

@@ -15,13 +15,14 @@ another live runner drives is left to it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 from sqlalchemy.engine import Engine
@@ -31,7 +32,9 @@ from statesaga import _views as views
 from statesaga._definition import Saga
 from statesaga._errors import (
     ConcurrentUpdate,
+    CorruptSaga,
     DefinitionConflict,
+    HistoryMismatch,
     InvalidInput,
     NotRegistered,
     ResumeError,
@@ -42,10 +45,10 @@ from statesaga._errors import (
 from statesaga._leases import Leases
 from statesaga._runner import Definition, HandlerLoop, Hooks, LiveRun, Runner, describe
 from statesaga._spec import SagaSpec
-from statesaga._status import SagaStatus
+from statesaga._status import EntryStatus, SagaStatus
 from statesaga._views import LogEntry, SagaRun, SagaSummary
 from statesaga._worker import RecoveryReport, Worker
-from statesaga.store import SagaRow, SqlStore, make_engine
+from statesaga.store import LogRow, SagaRow, SqlStore, make_engine
 from statesaga.store.migrations import upgrade
 
 
@@ -418,9 +421,10 @@ class SagaEngine:
     def _take(
         self, limit: int, loop: asyncio.AbstractEventLoop | None, parks: bool
     ) -> tuple[list[LiveRun], list[ResumeError]]:
-        """Claim up to ``limit`` runnable, due sagas; return their live runs (which
-        park their retry delays, with ``parks``) and the claimed ones that cannot
-        be resumed."""
+        """Claim up to ``limit`` runnable sagas; return their live runs and the
+        claimed ones that cannot be resumed. With ``parks`` only due sagas are
+        claimed and their retry delays park them again; without, a saga waiting
+        out a delay is claimed too and waits it out in its thread."""
         now = self._clock()
         rows = self.store.claim(
             self.owner,
@@ -429,6 +433,7 @@ class SagaEngine:
             self._keys(),
             limit=limit,
             exclude=self._unresumable_ids,
+            due_only=parks,
         )
         runs: list[LiveRun] = []
         skipped: list[ResumeError] = []
@@ -483,18 +488,20 @@ class SagaEngine:
 
         Raises:
             SagaNotFound: no saga has that id.
+            CorruptSaga: its row or log is damaged (it is left as it is).
         """
-        row, spec = self._row_and_spec(saga_id)
-        return views.stored_run(row, views.results(self.store.log(saga_id), spec))
+        row, log, spec = self._read(saga_id)
+        return views.stored_run(row, self._decoded(row, log, lambda: views.results(log, spec)))
 
     def history(self, saga_id: str) -> list[LogEntry]:
         """The saga's log, oldest first.
 
         Raises:
             SagaNotFound: no saga has that id.
+            CorruptSaga: its row or log is damaged (it is left as it is).
         """
-        _, spec = self._row_and_spec(saga_id)
-        return [views.log_entry(r, spec) for r in self.store.log(saga_id)]
+        row, log, spec = self._read(saga_id)
+        return self._decoded(row, log, lambda: [views.log_entry(r, spec) for r in log])
 
     def list(
         self,
@@ -517,16 +524,44 @@ class SagaEngine:
         rows = self.store.list(status=wanted, name=name, limit=limit, offset=offset)
         return [views.summary(r) for r in rows]
 
-    def _row_and_spec(self, saga_id: str) -> tuple[SagaRow, SagaSpec | None]:
-        """The saga's row, and the registered spec it ran on (to rebuild its
-        results as their types), if that is registered."""
+    def _read(self, saga_id: str) -> tuple[SagaRow, Sequence[LogRow], SagaSpec | None]:
+        """The saga's row and log (read together), checked: its status and each
+        entry's are known, and, when the definition it ran on is registered (its
+        spec is returned then, to rebuild results as their types), its log is a
+        path of that definition's machine that ends where the row says.
+
+        Raises:
+            SagaNotFound: no saga has that id.
+            CorruptSaga: any of that does not hold.
+        """
         self.store.require_schema()
-        row = self.store.get(saga_id)
+        row, log = self.store.saga(saga_id)
         if row is None:
             raise SagaNotFound(saga_id)
+        try:
+            SagaStatus(row.status)
+        except ValueError:
+            raise CorruptSaga(saga_id, f"its status {row.status!r} is not a status") from None
+        for r in log:
+            if r.status not in _ENTRY_STATUSES:
+                raise CorruptSaga(saga_id, f"entry {r.seq} has an unknown status {r.status!r}")
         defn = self._definitions.get((row.name, row.version))
-        spec = defn.spec if defn and defn.spec.fingerprint == row.fingerprint else None
-        return row, spec
+        if defn is None or defn.spec.fingerprint != row.fingerprint:
+            return row, log, None
+        try:
+            defn.journal.check(row, log)
+        except HistoryMismatch as exc:
+            raise CorruptSaga(saga_id, exc.problem) from None
+        return row, log, defn.spec
+
+    def _decoded(self, row: SagaRow, log: Sequence[LogRow], decode: Callable[[], _T]) -> _T:
+        """``decode()``, with a stored value that cannot be read reported as corrupt."""
+        try:
+            return decode()
+        except Exception as exc:
+            bad = next((r for r in log if not _readable(r.result)), None)
+            where = f"entry {bad.seq} ({bad.step} {bad.status})" if bad else "a stored value"
+            raise CorruptSaga(row.saga_id, f"{where}: it cannot be read: {describe(exc)}") from exc
 
 
 def _key(spec: SagaSpec) -> tuple[str, int, str]:
@@ -571,3 +606,17 @@ class _DbClock:
                     after = self._local()
                     self._offset = 0.0 if server is None else server - (before + after) / 2
         return self._local() + self._offset
+
+
+_T = TypeVar("_T")
+_ENTRY_STATUSES = frozenset(s.value for s in EntryStatus)
+
+
+def _readable(text: str | None) -> bool:
+    if text is None:
+        return True
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

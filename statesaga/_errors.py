@@ -14,6 +14,7 @@ as attributes, and their message says what to do::
     ├── SagaNotFound (LookupError)         no saga with that id
     ├── SagaIdConflict (ValueError)        a saga id is already used by another saga type
     ├── ResumeError (RuntimeError)         a stored saga cannot be resumed (left untouched)
+    │   └── CorruptSaga                    its row or log is damaged: not read, not acted on
     ├── HistoryMismatch (ValueError)       a saga log is not a path of its definition's machine
     ├── StepTimeout (TimeoutError)         one attempt of a step took longer than its timeout
     ├── DeadlineExceeded (TimeoutError)    the saga's deadline passed before a step could start
@@ -337,3 +338,24 @@ class NestedTransaction(StateSagaError, RuntimeError):
             "step (or after the saga), or use PostgreSQL"
         )
         self.database = database
+
+
+class CorruptSaga(ResumeError):
+    """A stored saga's row or log is damaged (an unknown status, unreadable JSON, a
+    log that is not a path of its machine, a row that contradicts its log). It is
+    neither read into a run nor acted on; it is left exactly as it is.
+
+    Attributes:
+        saga_id: the saga concerned.
+        reason: what is wrong.
+    """
+
+    def __init__(self, saga_id: str, problem: str) -> None:
+        super().__init__(saga_id, problem)
+        self.args = (
+            f"saga {saga_id!r} is corrupt: {problem}; it was left as it is: repair or "
+            "restore its rows, or set it aside by hand",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -445,13 +445,11 @@ class Journal:
         entry["error"] = why
         return _staying(info, seq + 1, attempt, error, now, None), entry
 
-    def rebuild(self, row: SagaRow, log: Sequence[LogRow]) -> Rebuilt:
-        """Read a stored saga back: its input, results and position.
+    def check(self, row: SagaRow, log: Sequence[LogRow]) -> Replay:
+        """Check that ``log`` is a path of the machine ending where ``row`` says.
 
         Raises:
-            HistoryMismatch: the row and its log disagree, or the log is not a
-                path of this definition's machine.
-            Exception: the stored input or a result cannot be decoded.
+            HistoryMismatch: it is not.
         """
         key = self.spec.key
         try:
@@ -468,6 +466,17 @@ class Journal:
                 key,
                 f"its row says {row.status} in {row.state!r} but its log leads to {walked.state!r}",
             )
+        return walked
+
+    def rebuild(self, row: SagaRow, log: Sequence[LogRow]) -> Rebuilt:
+        """Read a stored saga back: its input, results and position.
+
+        Raises:
+            HistoryMismatch: the row and its log disagree, or the log is not a
+                path of this definition's machine.
+            Exception: the stored input or a result cannot be decoded.
+        """
+        walked = self.check(row, log)
         return Rebuilt(
             input=codec.loads(row.input, self.spec.input_type),
             results=results(log, self.spec),

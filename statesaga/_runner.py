@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -29,9 +30,9 @@ from sqlalchemy.engine import Connection
 from statesaga import _codec as codec
 from statesaga._errors import (
     ConcurrentUpdate,
+    CorruptSaga,
     DeadlineExceeded,
     HistoryMismatch,
-    ResumeError,
     SerializationError,
     StepTimeout,
 )
@@ -181,6 +182,22 @@ class _Interrupted(BaseException):
 _INTERRUPTS = (KeyboardInterrupt, SystemExit, asyncio.CancelledError, _Interrupted)
 
 
+def _wait(run: LiveRun, now: float) -> float:
+    """What is left of a retry delay: never more than the policy's ``max_delay``
+    (a clock that ran fast when the due time was written must not make a runner
+    wait an hour), and nothing for a due time that is not a number."""
+    due = run.due_at
+    if due is None or not math.isfinite(due):
+        return 0.0
+    info = run.defn.machine.state(run.state)
+    assert info.step is not None
+    step = run.defn.spec.step(info.step)
+    policy = (
+        step.retry if info.kind == "step" or step.compensation is None else step.compensation.retry
+    )
+    return max(0.0, min(due - now, policy.max_delay))
+
+
 def _handed(value: Any, type_: Any) -> Any:
     """What a handler is handed of a stored value: the value itself when it cannot
     change in place, else a fresh copy (decoded from its JSON), so that what one
@@ -319,9 +336,9 @@ class Runner:
         try:
             rebuilt = defn.journal.rebuild(row, self.store.log(row.saga_id))
         except HistoryMismatch as exc:
-            raise ResumeError(row.saga_id, exc.problem) from exc
+            raise CorruptSaga(row.saga_id, exc.problem) from exc
         except Exception as exc:
-            raise ResumeError(
+            raise CorruptSaga(
                 row.saga_id, f"its stored data cannot be read: {describe(exc)}"
             ) from exc
         run = LiveRun(
@@ -348,7 +365,7 @@ class Runner:
         """Start the next attempt in the run's state: wait out what is left of a
         retry delay here, then record the attempt as it really starts."""
         if run.due_at is not None:
-            wait = run.due_at - self.clock()
+            wait = _wait(run, self.clock())
             if wait > 0:
                 self.sleep(wait)
             if not self.leases.valid(run.saga_id):

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from statesaga import (
+    CorruptSaga,
     Hooks,
     InvalidInput,
     Retry,
@@ -457,3 +458,76 @@ def test_a_skewed_process_clock_does_not_move_a_deadline(
     assert right.resume("skewed").status is SagaStatus.COMPLETED
     created = right.store.get("skewed")
     assert created is not None and abs(created.created_at - time.time()) < 60
+
+
+# -- (4) corruption detected, never acted on -------------------------------------------
+
+
+def tamper(engine: SagaEngine, sql: str) -> None:
+    with engine.store.engine.begin() as conn:
+        conn.exec_driver_sql(sql)
+
+
+@pytest.fixture
+def charged(new_engine: Callable[..., SagaEngine]) -> SagaEngine:
+    """An engine with one finished saga ``done`` and one ``open`` stopped at ``ship``."""
+    engine = new_engine()
+    saga = Charge()
+    engine.register(saga)
+    engine.run(Charge, None, saga_id="done")
+    saga.ship_error = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(Charge, None, saga_id="open")
+    saga.ship_error = None
+    return engine
+
+
+def test_an_unknown_status_is_corrupt_not_a_raw_error(charged: SagaEngine) -> None:
+    """(4) A row whose status is not a status is ``CorruptSaga`` from ``get`` and
+    ``history`` (not a raw ``ValueError``), naming the saga and the value."""
+    tamper(charged, "UPDATE statesaga_sagas SET status = 'garbage' WHERE saga_id = 'done'")
+    with pytest.raises(CorruptSaga, match=r"'done'.*'garbage'"):
+        charged.get("done")
+    with pytest.raises(CorruptSaga, match="'done'"):
+        charged.history("done")
+
+
+def test_unreadable_result_json_is_corrupt(charged: SagaEngine) -> None:
+    """(4) A stored result that is not JSON is ``CorruptSaga`` from ``get`` and
+    ``history`` (not a raw ``JSONDecodeError``)."""
+    tamper(charged, "UPDATE statesaga_log SET result = '{nope' WHERE saga_id = 'done' AND seq = 2")
+    with pytest.raises(CorruptSaga, match="entry 2"):
+        charged.get("done")
+    with pytest.raises(CorruptSaga, match="entry 2"):
+        charged.history("done")
+
+
+def test_a_log_with_entries_removed_is_not_resumed(charged: SagaEngine) -> None:
+    """(4) Log rows deleted and the rest renumbered (as if ``charge`` never ran):
+    ``get`` and ``resume`` refuse the saga as corrupt and change nothing, instead
+    of resuming it as if the step never ran."""
+    tamper(charged, "DELETE FROM statesaga_log WHERE saga_id = 'open' AND seq IN (1, 2)")
+    tamper(charged, "UPDATE statesaga_log SET seq = seq - 2 WHERE saga_id = 'open'")
+    tamper(charged, "UPDATE statesaga_sagas SET seq = seq - 2 WHERE saga_id = 'open'")
+    before = rows(charged, "open")
+    with pytest.raises(
+        CorruptSaga, match="entry 1 starts at 'ship', but the machine enters 'charge'"
+    ):
+        charged.get("open")
+    with pytest.raises(CorruptSaga):
+        charged.resume("open")
+    assert rows(charged, "open") == before
+
+
+def test_a_row_that_contradicts_itself_is_reported_and_the_rest_recover(
+    charged: SagaEngine,
+) -> None:
+    """(4) A ``started`` row whose state says ``completed`` is reported by
+    ``recover`` as corrupt; the other sagas recover."""
+    tamper(charged, "UPDATE statesaga_sagas SET state = 'completed' WHERE saga_id = 'open'")
+    for i in range(3):
+        charged.start(Charge, None, saga_id=f"fine-{i}")
+    report = charged.recover()
+    assert sorted(r.saga_id for r in report.resumed) == ["fine-0", "fine-1", "fine-2"]
+    assert [type(e) for e in report.skipped] == [CorruptSaga]
+    assert report.skipped[0].saga_id == "open"

@@ -354,3 +354,43 @@ def test_an_older_schema_is_upgraded_in_place(new_engine: Callable[..., SagaEngi
         conn.exec_driver_sql("INSERT INTO statesaga_schema VALUES (0, 0)")
     with pytest.raises(SchemaVersionError, match="version 0, which no statesaga ever wrote"):
         new_engine().upgrade()
+
+
+class Capped(Saga):
+    """A step that fails once; its policy waits at most 5 s between attempts."""
+
+    name = "capped"
+    calls = 0
+
+    @step(retry=Retry(max_attempts=2, initial_delay=5.0, max_delay=5.0))
+    def call(self, ctx: StepContext) -> int:
+        Capped.calls += 1
+        if Capped.calls == 1:
+            raise ConnectionError("down")
+        return Capped.calls
+
+
+@pytest.mark.parametrize(
+    ("later", "waits_wanted"), [(3600.0, [5.0]), (float("inf"), [])], ids=["an-hour", "infinite"]
+)
+def test_a_stored_due_time_is_capped_by_the_policy(
+    new_engine: Callable[..., SagaEngine], later: float, waits_wanted: list[float]
+) -> None:
+    """A saga parked at a retry delay whose stored due time is absurd (a process
+    whose clock ran an hour fast wrote it) is waited for no longer than the
+    policy's ``max_delay``; a due time that is not a number counts as due now."""
+    waits: list[float] = []
+    engine = new_engine(sleep=waits.append, db_clock=False)
+    engine.register(Capped())
+    Capped.calls = 0
+    with engine.worker(concurrency=1) as worker:
+        engine.start(Capped, None, saga_id="cap")
+        wait_until(lambda: engine.store.get("cap").due_at is not None, "the saga to park")  # type: ignore[union-attr]
+        worker.stop()
+    with engine.store.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE statesaga_sagas SET due_at = :due WHERE saga_id = 'cap'"),
+            {"due": time.time() + later},
+        )
+    assert engine.resume("cap").status is SagaStatus.COMPLETED
+    assert [round(w, 3) for w in waits] == waits_wanted

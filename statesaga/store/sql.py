@@ -493,6 +493,18 @@ class SqlStore:
             r = conn.execute(sa.select(sagas).where(sagas.c.saga_id == saga_id)).first()
         return None if r is None else SagaRow(*r)
 
+    def saga(self, saga_id: str) -> tuple[SagaRow | None, list[LogRow]]:
+        """The saga row and its log, read in one snapshot (a runner moving the saga
+        meanwhile cannot make them disagree)."""
+        with self._reading() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            r = conn.execute(sa.select(sagas).where(sagas.c.saga_id == saga_id)).first()
+            rows = conn.execute(
+                sa.select(log).where(log.c.saga_id == saga_id).order_by(log.c.seq)
+            ).all()
+        return (None if r is None else SagaRow(*r)), [LogRow(*x) for x in rows]
+
     def log(self, saga_id: str) -> list[LogRow]:
         """The saga's log, oldest first."""
         with self._reading() as conn:
