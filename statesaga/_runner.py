@@ -245,6 +245,7 @@ class LiveRun:
         "failures",
         "halt",
         "input",
+        "input_shared",
         "loop",
         "outcome",
         "parked",
@@ -271,6 +272,7 @@ class LiveRun:
         self.defn = defn
         self.saga_id = saga_id
         self.input = input
+        self.input_shared = codec.frozen(input)  # handed as it is (else a copy each time)
         self.state = state
         self.attempt = attempt
         self.seq = seq
@@ -455,7 +457,7 @@ class Runner:
             saga_id=run.saga_id,
             step=step,
             attempt=run.attempt,
-            input=_handed(run.input, spec.input_type),
+            input=run.input if run.input_shared else _handed(run.input, spec.input_type),
             idempotency_key=f"{run.saga_id}:{key}",
             results=_Results(run, spec),
             connection=connection,
