@@ -4,6 +4,10 @@ Each fake deduplicates on the idempotency key it is given, records every
 effect it makes, and can be told to fail: ``services.fail("payments.charge",
 times=2)`` makes the next two charges raise ``ServiceError``; ``times=None``
 makes every call fail.
+
+``services.snapshot()`` is their observable state — what is in force now — for
+``statesaga.testing.explore(state=...)``: a saga that fails must leave it as
+it found it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,17 @@ from collections import Counter
 from typing import Any
 
 __all__ = ["FakeServices", "ServiceError"]
+
+#: Operations that take back another's record (named in one of their fields), and which.
+UNDOES = {
+    "orders.cancel": "orders.create",
+    "payments.refund": "payments.charge",
+    "inventory.release": "inventory.reserve",
+    "flights.cancel": "flights.book",
+    "hotels.cancel": "hotels.book",
+    "cars.return": "cars.rent",
+}
+_UNDOABLE = set(UNDOES.values())
 
 
 class ServiceError(Exception):
@@ -26,6 +41,9 @@ class FakeServices:
         self.records: dict[str, dict[str, Any]] = {}
         self.effects: list[tuple[str, str]] = []  # (operation, key), in order
         self._failures: dict[str, int | None] = {}
+        self._counts: Counter[str] = Counter()
+        self._in_force: Counter[str] = Counter()
+        self._undone: set[str] = set()
 
     def fail(self, operation: str, times: int | None = 1) -> None:
         """Make the next ``times`` calls of ``operation`` fail (``None``: all of them)."""
@@ -47,7 +65,34 @@ class FakeServices:
         if record_id not in self.records:
             self.records[record_id] = {"operation": operation, **fields}
             self.effects.append((operation, key))
+            self._counts[operation] += 1
+            self._track(operation, record_id, fields)
         return record_id
+
+    def _track(self, operation: str, record_id: str, fields: dict[str, Any]) -> None:
+        if operation in _UNDOABLE:
+            self._in_force[operation] += 1
+            return
+        target = UNDOES.get(operation)
+        if target is None:
+            return
+        for value in fields.values():
+            record = self.records.get(value) if isinstance(value, str) else None
+            if record is not None and record["operation"] == target and value not in self._undone:
+                self._undone.add(value)
+                self._in_force[target] -= 1
+                return
+        self._in_force[f"{operation} with nothing to undo"] += 1
+
+    def snapshot(self) -> Counter[str]:
+        """What is in force: records some operation can take back and none did, by
+        operation, and take-backs that found nothing to take back. Effects that
+        nothing takes back (a mail sent, a ticket issued) are not in it."""
+        return +self._in_force
+
+    def effect_counts(self) -> Counter[str]:
+        """How many effects each operation made (``Counter`` of ``effects``' operations)."""
+        return Counter(self._counts)
 
     def count(self, operation: str) -> Counter[str]:
         """How many effects ``operation`` made, per key."""
