@@ -95,7 +95,7 @@ def test_resume_never_reruns_completed_steps(order_harness: SagaHarness) -> None
     """A crash after the second step's commit: on resume only the later steps run,
     and the in-flight step runs again with the next attempt number."""
     out = order_harness.run(
-        OrderRequest("c-1", 42.0), crash=Crash("after_commit", state="reserve_inventory")
+        OrderRequest("c-1", 42.0), crash=Crash("after_commit", state="charge_payment")
     )
     assert out.crashed and out.status is SagaStatus.COMPLETED
     ran = [(c.state, c.attempt) for c in out.calls]

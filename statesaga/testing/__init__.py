@@ -2,13 +2,14 @@
 check the saga invariants on what it did.
 
 - ``SagaHarness`` runs a saga on a real database under a failure plan
-  (``Fault`` per step or compensation) and an optional simulated ``Crash``,
-  then resumes it in a fresh engine.
+  (``Fault`` per step or compensation) and simulated ``Crash``es, then
+  resumes it in a fresh engine; async sagas run on one event loop.
 - ``statesaga.testing.strategies`` derives Hypothesis strategies from a saga
-  class (failure plans, crash points, duplicate deliveries, whole scenarios);
-  ``SagaHarness.check_against_baseline`` runs one and compares it with the
-  same failures without crash.
-- ``SagaStateMachine`` is a Hypothesis state machine to subclass for a saga.
+  class (failure plans, reachable crash points, duplicate deliveries, whole
+  scenarios); ``SagaHarness.check_against_baseline`` runs one and compares it
+  with the same failures without crash.
+- ``SagaStateMachine`` is a Hypothesis state machine to subclass for a saga;
+  it compares effects with a crash-free model of the same operations.
 - ``check_saga`` verifies a finished saga's log against the saga invariants
   and fails with the log drawn as a timeline.
 

@@ -6,12 +6,16 @@ timeline, so a failing test shows what the saga actually did.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from statesaga._errors import StateSagaError
 from statesaga._spec import SagaSpec
 from statesaga._status import EntryStatus, SagaStatus
 from statesaga._views import LogEntry
+
+if TYPE_CHECKING:
+    from statesaga.testing._report import Counterexample
 
 _STEP_STATUSES = (
     EntryStatus.EXECUTING,
@@ -31,17 +35,35 @@ _NOT_OUTCOMES = (
 
 
 class InvariantViolation(StateSagaError, AssertionError):
-    """A saga broke one of the saga invariants. The message shows its log."""
+    """A saga broke one of the saga invariants. The message shows its log.
+
+    Attributes:
+        counterexample: what ``explore``, ``assert_saga_correct`` and the
+            harness's checks found: the scenario, the problem, both runs;
+            ``None`` from ``check_saga``.
+    """
+
+    def __init__(self, message: str, counterexample: Counterexample | None = None) -> None:
+        super().__init__(message)
+        self.counterexample = counterexample
 
 
-def format_timeline(history: Sequence[LogEntry]) -> str:
-    """The log as text, one entry per line: ``seq step status #attempt result/error``."""
-    lines = []
-    for e in history:
+def format_timeline(history: Sequence[LogEntry], marks: Mapping[int, str] | None = None) -> str:
+    """The log as text, one entry per line: ``seq step status #attempt result/error``.
+
+    Args:
+        history: the log, oldest first.
+        marks: lines to insert after the first n entries, by n (a crash, say).
+    """
+    marks = marks or {}
+    lines = [f"      {marks[0]}"] if 0 in marks else []
+    for n, e in enumerate(history, 1):
         detail = f"  error={e.error}" if e.error else ""
         if e.status is EntryStatus.COMPLETED and e.result is not None:
             detail = f"  result={e.result!r}"
         lines.append(f"  {e.seq:>3} {e.step:<24} {e.status.value:<20} #{e.attempt}{detail}")
+        if n in marks:
+            lines.append(f"      {marks[n]}")
     return "\n".join(lines)
 
 
@@ -94,8 +116,15 @@ def check_saga(spec: SagaSpec, status: SagaStatus, history: Sequence[LogEntry]) 
     Raises:
         InvariantViolation: naming the broken invariant, with the log.
     """
+    problem = saga_problem(spec, status, history)
+    if problem is not None:
+        raise fail(problem, history, status)
+
+
+def saga_problem(spec: SagaSpec, status: SagaStatus, history: Sequence[LogEntry]) -> str | None:
+    """The first saga invariant ``check_saga`` finds broken, in words; ``None`` if none is."""
     if not status.is_terminal:
-        raise fail("the saga did not reach a terminal status", history, status)
+        return "the saga did not reach a terminal status"
     done = outcomes(history)
     order = [s.name for s in spec.steps]
     forward = [(step, st) for step, st in done if st in _STEP_STATUSES]
@@ -103,34 +132,23 @@ def check_saga(spec: SagaSpec, status: SagaStatus, history: Sequence[LogEntry]) 
     completed = [step for step, st in forward if st is EntryStatus.COMPLETED]
     if status is SagaStatus.COMPLETED:
         if completed != order or len(forward) != len(order):
-            raise fail(
-                f"completed, but the steps completed were {completed}, not {order}", history, status
-            )
+            return f"completed, but the steps completed were {completed}, not {order}"
         if backward:
-            raise fail("completed, but something was compensated", history, status)
-        return
+            return "completed, but something was compensated"
+        return None
     failed = [step for step, st in forward if st is EntryStatus.FAILED]
     if len(failed) != 1 or forward[-1][1] is not EntryStatus.FAILED:
-        raise fail(
-            f"ended {status.value}, but the steps that failed for good were {failed}",
-            history,
-            status,
-        )
+        return f"ended {status.value}, but the steps that failed for good were {failed}"
     if completed != order[: len(completed)] or failed[0] != order[len(completed)]:
-        raise fail("the steps did not run in their declared order", history, status)
+        return "the steps did not run in their declared order"
     expected = [s for s in reversed(completed) if spec.step(s).compensation is not None]
     compensated = [step for step, _ in backward]
     if compensated != expected:
-        raise fail(
+        return (
             f"compensations ran for {compensated}; expected exactly {expected} "
-            "(each completed step with a compensation, once, in reverse order)",
-            history,
-            status,
+            "(each completed step with a compensation, once, in reverse order)"
         )
     comp_failed = any(st is EntryStatus.COMPENSATION_FAILED for _, st in backward)
     if comp_failed != (status is SagaStatus.COMPENSATION_FAILED):
-        raise fail(
-            f"ended {status.value}, but a compensation failed for good: {comp_failed}",
-            history,
-            status,
-        )
+        return f"ended {status.value}, but a compensation failed for good: {comp_failed}"
+    return None

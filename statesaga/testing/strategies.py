@@ -1,7 +1,10 @@
 """Hypothesis strategies derived from a saga class.
 
-Every strategy reads the saga's state machine, so it covers each step and
-compensation the saga has, and only those.
+Every strategy reads the saga's definition, so it covers each step and
+compensation the saga has, and only those; crash points and occurrences are
+drawn only where the plan's run reaches them (a crash is named after the
+handler whose outcome it surrounds, as ``Crash`` says). For custom
+properties; ``explore`` walks the same space whole, without Hypothesis.
 """
 
 from __future__ import annotations
@@ -11,11 +14,8 @@ from collections.abc import Mapping, Sequence
 from hypothesis import strategies as st
 
 from statesaga._definition import Saga
+from statesaga.testing import _space
 from statesaga.testing.harness import CRASH_POINTS, Crash, Fault, InjectedFault, Scenario
-
-
-def _handlers(saga: type[Saga]) -> list[str]:
-    return [s.name for s in saga.machine.states if s.kind != "terminal"]
 
 
 def faults(
@@ -36,18 +36,27 @@ def failure_plans(
     max_times: int = 3,
 ) -> st.SearchStrategy[dict[str, Fault]]:
     """Faults for any subset of the saga's steps and compensations (the others succeed)."""
-    names = _handlers(saga)
+    names = [name for name, _ in _space.handlers(saga)]
     return st.dictionaries(st.sampled_from(names), faults(errors, max_times), max_size=len(names))
 
 
-def crash_points(saga: type[Saga]) -> st.SearchStrategy[Crash]:
-    """A crash before a handler, after a handler but before its commit, or after a
-    commit, at any step or compensation, the first or second time it gets there."""
-    return st.builds(
-        Crash,
-        point=st.sampled_from(CRASH_POINTS),
-        state=st.sampled_from(_handlers(saga)),
-        occurrence=st.integers(1, 2),
+def crash_points(
+    saga: type[Saga], plan: Mapping[str, Fault] | None = None
+) -> st.SearchStrategy[Crash]:
+    """A crash before a handler, after it before its commit, or after its commit.
+
+    With ``plan``: only where a run under that plan gets, on attempts it makes.
+    Without: at any step or compensation, on any attempt its retry policy allows.
+    """
+    if plan is not None:
+        return st.sampled_from(_space.crash_points(_space.path(saga, plan)))
+    return st.sampled_from(_space.handlers(saga)).flatmap(
+        lambda handler: st.builds(
+            Crash,
+            point=st.sampled_from(CRASH_POINTS),
+            state=st.just(handler[0]),
+            occurrence=st.integers(1, handler[1].max_attempts),
+        )
     )
 
 
@@ -56,16 +65,9 @@ def states_visited(saga: type[Saga], plan: Mapping[str, Fault]) -> list[str]:
     the steps up to the first that fails for good, then the compensations of the
     completed steps, in reverse order."""
     visited: list[str] = []
-    for s in saga.spec.steps:
-        visited.append(s.name)
-        fault = plan.get(s.name)
-        if fault is not None and (fault.times is None or fault.times >= s.retry.max_attempts):
-            visited += [
-                done.compensation.name
-                for done in reversed(saga.spec.steps[: s.index])
-                if done.compensation is not None
-            ]
-            break
+    for attempt in _space.path(saga, plan):
+        if attempt.number == 1:
+            visited.append(attempt.state)
     return visited
 
 
@@ -74,25 +76,49 @@ def duplicate_deliveries(max_duplicates: int = 2) -> st.SearchStrategy[int]:
     return st.integers(0, max_duplicates)
 
 
+def explored_scenarios(
+    saga: type[Saga],
+    errors: Sequence[type[Exception]] = (InjectedFault,),
+    max_faults: int = 1,
+    crash: bool | None = None,
+) -> st.SearchStrategy[Scenario]:
+    """A scenario of ``explore``'s space: a failure plan of up to ``max_faults``
+    faults with one crash at a point it reaches, or none.
+
+    The handler the crash lands in is drawn first, so a compensation that only
+    a few plans reach is as likely as the first step; it shrinks towards the
+    smallest scenario.
+
+    Args:
+        crash: ``True`` for crash scenarios only, ``False`` for none of them.
+    """
+    by_handler: dict[str | None, list[Scenario]] = {}
+    for _, plan in _space.failure_plans(saga, errors, max_faults):
+        if crash is not True:
+            by_handler.setdefault(None, []).append(Scenario(plan))
+        if crash is not False:
+            for point in _space.crash_points(_space.path(saga, plan)):
+                by_handler.setdefault(point.state, []).append(Scenario(plan, point))
+    return st.sampled_from(list(by_handler)).flatmap(lambda h: st.sampled_from(by_handler[h]))
+
+
 def scenarios(
     saga: type[Saga],
     errors: Sequence[type[Exception]] = (InjectedFault,),
     max_times: int = 3,
 ) -> st.SearchStrategy[Scenario]:
-    """A failure plan, maybe a crash at a state that plan visits, maybe duplicate starts."""
+    """A scenario of ``explore``'s space, or a failure plan of any size with a
+    crash at a point it reaches (or none), and maybe duplicate starts."""
 
     def with_crash(plan: dict[str, Fault]) -> st.SearchStrategy[Scenario]:
-        crash = st.builds(
-            Crash,
-            point=st.sampled_from(CRASH_POINTS),
-            state=st.sampled_from(states_visited(saga, plan)),
-            occurrence=st.integers(1, 2),
-        )
         return st.builds(
             Scenario,
             plan=st.just(plan),
-            crash=st.one_of(st.none(), crash),
+            crash=st.one_of(st.none(), crash_points(saga, plan)),
             duplicates=duplicate_deliveries(),
         )
 
-    return failure_plans(saga, errors, max_times).flatmap(with_crash)
+    return st.one_of(
+        explored_scenarios(saga, errors),
+        failure_plans(saga, errors, max_times).flatmap(with_crash),
+    )
