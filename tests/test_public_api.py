@@ -16,7 +16,6 @@ PUBLIC: dict[str, list[str]] = {
     "statesaga": [
         "CompensationSpec",
         "ConcurrentUpdate",
-        "CorruptSaga",
         "DeadlineExceeded",
         "DefinitionConflict",
         "EngineClosed",
@@ -54,7 +53,9 @@ PUBLIC: dict[str, list[str]] = {
     "statesaga.testing": [
         "CRASH_POINTS",
         "Call",
+        "Counterexample",
         "Crash",
+        "Exploration",
         "Fault",
         "InjectedFault",
         "InvariantViolation",
@@ -63,7 +64,10 @@ PUBLIC: dict[str, list[str]] = {
         "SagaStateMachine",
         "Scenario",
         "SimulatedCrash",
+        "aexplore",
+        "assert_saga_correct",
         "check_saga",
+        "explore",
         "format_timeline",
         "outcomes",
     ],

@@ -69,7 +69,9 @@ def test_public_names_unchanged_with_hypothesis() -> None:
     assert sorted(statesaga.testing.__all__) == [
         "CRASH_POINTS",
         "Call",
+        "Counterexample",
         "Crash",
+        "Exploration",
         "Fault",
         "InjectedFault",
         "InvariantViolation",
@@ -78,7 +80,10 @@ def test_public_names_unchanged_with_hypothesis() -> None:
         "SagaStateMachine",
         "Scenario",
         "SimulatedCrash",
+        "aexplore",
+        "assert_saga_correct",
         "check_saga",
+        "explore",
         "format_timeline",
         "outcomes",
     ]

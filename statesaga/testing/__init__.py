@@ -1,13 +1,18 @@
 """Test sagas: inject failures and crashes into a saga's real handlers, and
 check the saga invariants on what it did.
 
+- ``assert_saga_correct(saga, input, effects=..., state=...)`` is the one-line
+  test: it runs ``explore`` and fails with the smallest counterexample.
+- ``explore`` walks the saga's whole failure space — every failure plan up to
+  ``max_faults`` faults, by every crash point each plan reaches, by a
+  duplicate start — deterministically, smallest first, and compares each run with the
+  same faults without the crash: status and log, effects, the services' state.
 - ``SagaHarness`` runs a saga on a real database under a failure plan
-  (``Fault`` per step or compensation) and simulated ``Crash``es, then
-  resumes it in a fresh engine; async sagas run on one event loop.
+  (``Fault`` per step or compensation) and simulated ``Crash``es, then resumes
+  it in a fresh engine; async sagas run on one event loop.
 - ``statesaga.testing.strategies`` derives Hypothesis strategies from a saga
   class (failure plans, reachable crash points, duplicate deliveries, whole
-  scenarios); ``SagaHarness.check_against_baseline`` runs one and compares it
-  with the same failures without crash.
+  scenarios) for custom properties.
 - ``SagaStateMachine`` is a Hypothesis state machine to subclass for a saga;
   it compares effects with a crash-free model of the same operations.
 - ``check_saga`` verifies a finished saga's log against the saga invariants
@@ -15,14 +20,17 @@ check the saga invariants on what it did.
 
 Hypothesis comes with the ``test`` extra (``pip install 'statesaga[test]'``).
 This package imports it only when a name that needs it is first used
-(``SagaStateMachine``, ``statesaga.testing.strategies``): the pytest plugin
-imports this package in every pytest run, with or without the extra.
+(``SagaStateMachine``, ``statesaga.testing.strategies``, ``explore`` of a
+space too large to run whole): the pytest plugin imports this package in
+every pytest run, with or without the extra.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from statesaga.testing._report import Counterexample
+from statesaga.testing.explore import Exploration, aexplore, assert_saga_correct, explore
 from statesaga.testing.harness import (
     CRASH_POINTS,
     Call,
@@ -42,7 +50,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CRASH_POINTS",
     "Call",
+    "Counterexample",
     "Crash",
+    "Exploration",
     "Fault",
     "InjectedFault",
     "InvariantViolation",
@@ -51,7 +61,10 @@ __all__ = [
     "SagaStateMachine",
     "Scenario",
     "SimulatedCrash",
+    "aexplore",
+    "assert_saga_correct",
     "check_saga",
+    "explore",
     "format_timeline",
     "outcomes",
 ]
