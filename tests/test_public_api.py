@@ -16,6 +16,7 @@ PUBLIC: dict[str, list[str]] = {
     "statesaga": [
         "CompensationSpec",
         "ConcurrentUpdate",
+        "CorruptSaga",
         "DeadlineExceeded",
         "DefinitionConflict",
         "EngineClosed",
