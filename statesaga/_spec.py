@@ -154,8 +154,9 @@ class SagaSpec:
         version: the definition's version.
         input_type: the type inputs must have, or ``None`` for any JSON value.
         steps: the steps in execution order.
-        fingerprint: a hash of the structure (steps, compensations, flags) that
-            resume checks so a saga never continues on a different flow.
+        fingerprint: a hash of the structure (steps, compensations, flags, and
+            the handlers' annotated result types) that resume checks so a saga
+            never continues on a different flow.
         deadline: seconds from the saga's start after which no further step
             starts (the saga compensates instead), or ``None``.
     """
