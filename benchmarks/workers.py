@@ -38,9 +38,9 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
+import queue
 import statistics
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -180,7 +180,7 @@ def statesaga_worker(url: str, concurrency: int, go: Any, io: float) -> None:
     """A worker process: statesaga's own worker until every saga is done."""
     global IO
     IO = io
-    engine = SagaEngine(url, pool_size=max(5, concurrency // 4))
+    engine = SagaEngine(url, pool_size=WRITERS // 2 + 2)  # writers: size + overflow - 4
     engine.register(BenchOrder())
     worker = engine.worker(concurrency=concurrency, poll=0.02)
     go.wait()
@@ -192,6 +192,8 @@ def statesaga_worker(url: str, concurrency: int, go: Any, io: float) -> None:
 
 
 NEEDED: dict[str, int] = {}
+#: Connections each side commits on per process (statesaga: its engine's writers).
+WRITERS = 12
 
 FLOOR_SQL = {
     "claim": (
@@ -218,15 +220,19 @@ def floor_worker(url: str, concurrency: int, go: Any, io: float) -> None:
     """A floor process: the same claims, commits and sleeps in plain psycopg."""
     owner = f"floor-{os.getpid()}"
     info = libpq(url)
-    local = threading.local()
-
-    def conn() -> Any:
-        if not hasattr(local, "conn"):
-            local.conn = psycopg.connect(info)
-        return local.conn
+    # As many connections as statesaga's worker may commit on at once (its writers).
+    spare: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for _ in range(WRITERS):
+        spare.put(psycopg.connect(info))
 
     def drive(saga_id: str, seq: int, epoch: int) -> None:
-        c = conn()
+        c = spare.get()
+        try:
+            commit_saga(c, saga_id, seq, epoch)
+        finally:
+            spare.put(c)
+
+    def commit_saga(c: Any, saga_id: str, seq: int, epoch: int) -> None:
         with c.cursor() as cur:
             now = time.time()
             cur.execute(
