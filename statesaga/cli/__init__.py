@@ -73,8 +73,8 @@ class _Statesaga(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise  # a closed pipe (`statesaga show ID | head`) is handled by main()
         except Exception as exc:
             if ctx.meta.get(DEBUG):
                 raise
