@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import event
@@ -66,23 +65,13 @@ class Writers:
         self._cap = _capacity(engine)
         event.listen(engine, "engine_disposed", self._disposed)
 
-    @contextlib.contextmanager
-    def lend(self) -> Iterator[Writer]:
-        """A writer for one transaction; ``broken`` it is closed instead of returned.
+    def take(self) -> Writer:
+        """A writer for one transaction; give it back with ``give`` (the hot path
+        calls these two directly: a context manager costs as much as the locking).
 
         Raises:
             EngineClosed: the store was closed.
         """
-        writer = self._take()
-        try:
-            yield writer
-        except BaseException:
-            # The caller rolled back (or could not): a writer that cannot roll back is dropped.
-            self._give(writer, keep=_rolled_back(writer))
-            raise
-        self._give(writer, keep=True)
-
-    def _take(self) -> Writer:
         if self._pid != os.getpid():
             self._forget()
         with self._cond:
@@ -109,14 +98,17 @@ class Writers:
             self._limit = max(self._limit, min(limit, self._cap))
             self._cond.notify_all()
 
-    def _give(self, writer: Writer, keep: bool) -> None:
+    def give(self, writer: Writer, ok: bool) -> None:
+        """Take back a writer; not ``ok`` (its transaction failed), it is rolled back
+        first, and closed if even that fails."""
+        keep = ok or _rolled_back(writer)
         with self._cond:
             if keep and not self._closed:
                 self._idle.append(writer)
             else:
                 self._count -= 1
                 keep = False
-            self._cond.notify_all()
+            self._cond.notify()
         if not keep:
             writer.close()
 
@@ -124,6 +116,7 @@ class Writers:
         """Refuse new writers, wait (up to ``timeout``) for lent ones, close them all."""
         with self._cond:
             self._closed = True
+            self._cond.notify_all()
             self._cond.wait_for(lambda: self._count == len(self._idle), timeout)
             idle, self._idle = self._idle, []
             self._count -= len(idle)

@@ -192,15 +192,19 @@ class SqlStore:
         error roll back and re-raise driver errors wrapped as SQLAlchemy would
         (naming ``statement``)."""
         self._not_nested()
-        with self._writers.lend() as writer:
+        writer = self._writers.take()
+        ok = False
+        try:
             cur = writer.cursor
-            try:
-                if self._begin is not None:
-                    cur.execute(self._begin)
-                work(cur)
-                writer.dbapi.commit()
-            except self._dbapi_error as exc:
-                raise self._wrap(exc, statement) from exc
+            if self._begin is not None:
+                cur.execute(self._begin)
+            work(cur)
+            writer.dbapi.commit()
+            ok = True
+        except self._dbapi_error as exc:
+            raise self._wrap(exc, statement) from exc
+        finally:
+            self._writers.give(writer, ok)
         self.commits += 1
 
     def _insert_entries(self, cur: Any, entries: Sequence[LogRecord]) -> None:
