@@ -169,27 +169,32 @@ def test_workers_share_the_sagas_and_take_over_a_killed_one(
     each is a legal path, and no two executions of one step of one saga overlap."""
     n, crew = (2000, 4) if backend() == "postgresql" else (300, 2)
     pids = [workers.spawn() for _ in range(crew)]
-    victim = pids[0]
     for i in range(n):
         starter.start(Tracked, None, saga_id=f"s-{i:04}")
     # Slow sagas: their ``hold`` step takes 2 s, so a kill can land inside it.
     for i in range(crew * 4):
         starter.start(Tracked, None, saga_id=f"slow-{i}")
 
-    def victim_inside_hold() -> bool:
-        ends = {
-            (s, st) for w, p, s, st, _, _ in read_effects(tmp_path) if w == "END" and p == victim
-        }
-        return any(
-            w == "START"
-            and p == victim
-            and s.startswith("slow")
-            and st == "hold"
-            and (s, st) not in ends
-            for w, p, s, st, _, _ in read_effects(tmp_path)
-        )
+    def inside_hold() -> int | None:
+        """A worker that is inside a slow step now (any: which one claims the slow
+        sagas is up to the race for them)."""
+        effects = list(read_effects(tmp_path))
+        ended = {(p, s, st) for w, p, s, st, _, _ in effects if w == "END"}
+        for w, p, s, st, _, _ in effects:
+            if w == "START" and s.startswith("slow") and st == "hold" and (p, s, st) not in ended:
+                return p
+        return None
 
-    wait_until(victim_inside_hold, "the victim to be inside a slow step")
+    found: list[int] = []
+
+    def someone_inside_hold() -> bool:
+        pid = inside_hold()
+        found.extend([pid] if pid else [])
+        return bool(found)
+
+    wait_until(someone_inside_hold, "a worker to be inside a slow step")
+    victim = found[0]
+    assert victim in pids
     workers.signal(victim, signal.SIGKILL)
     killed_at = time.time()
     assert workers.wait(victim) == -signal.SIGKILL
