@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from statesaga._definition import Saga, step
     from statesaga._engine import SagaEngine
     from statesaga._errors import (
+        BrokerError,
         ConcurrentUpdate,
         CorruptSaga,
         DeadlineExceeded,
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
         EngineClosed,
         HistoryMismatch,
         InvalidDefinition,
+        InvalidEvent,
         InvalidInput,
+        InvalidParticipant,
         InvalidTransition,
         NestedTransaction,
         NotRegistered,
@@ -54,6 +57,7 @@ _SOURCES = {
     "statesaga._definition": ("Saga", "step"),
     "statesaga._engine": ("SagaEngine",),
     "statesaga._errors": (
+        "BrokerError",
         "ConcurrentUpdate",
         "CorruptSaga",
         "DeadlineExceeded",
@@ -61,7 +65,9 @@ _SOURCES = {
         "EngineClosed",
         "HistoryMismatch",
         "InvalidDefinition",
+        "InvalidEvent",
         "InvalidInput",
+        "InvalidParticipant",
         "InvalidTransition",
         "NestedTransaction",
         "NotRegistered",
@@ -83,6 +89,7 @@ _SOURCES = {
 }
 
 __all__ = [
+    "BrokerError",
     "CompensationSpec",
     "ConcurrentUpdate",
     "CorruptSaga",
@@ -93,7 +100,9 @@ __all__ = [
     "HistoryMismatch",
     "Hooks",
     "InvalidDefinition",
+    "InvalidEvent",
     "InvalidInput",
+    "InvalidParticipant",
     "InvalidTransition",
     "LogEntry",
     "NestedTransaction",

@@ -24,6 +24,9 @@ as attributes, and their message says what to do::
     ├── SchemaMissing (LookupError)        no statesaga schema in the database (reads create none)
     ├── EngineClosed (RuntimeError)        the engine was closed; it starts no new work
     ├── NestedTransaction (RuntimeError)   a write inside a transactional step's own (SQLite)
+    ├── InvalidParticipant (TypeError)     a participant class is malformed; at class creation
+    ├── InvalidEvent (ValueError)          an event to publish is malformed or not declared
+    ├── BrokerError (ConnectionError)      the message broker is unreachable or refused a message
     ├── (diagrams) RenderError (RuntimeError), DotError (ValueError),
     │              ScriptedFailure (RuntimeError)
     └── (testing) InjectedFault (RuntimeError), InvariantViolation (AssertionError)
@@ -359,3 +362,47 @@ class CorruptSaga(ResumeError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class InvalidParticipant(StateSagaError, TypeError):
+    """A choreography participant class is malformed (or two share a name). Raised
+    when the class is created, or when participants are put together.
+
+    Attributes:
+        participant: the class (or participant) name.
+        problem: what is wrong.
+    """
+
+    def __init__(self, participant: str, problem: str) -> None:
+        super().__init__(f"participant {participant}: {problem}")
+        self.participant = participant
+        self.problem = problem
+
+
+class InvalidEvent(StateSagaError, ValueError):
+    """An event to publish is malformed (its name, key or payload), or its
+    publisher did not declare that it emits it. Nothing was written.
+
+    Attributes:
+        event: the event's name.
+        problem: what is wrong.
+    """
+
+    def __init__(self, event: str, problem: str) -> None:
+        super().__init__(f"event {event!r}: {problem}")
+        self.event = event
+        self.problem = problem
+
+
+class BrokerError(StateSagaError, ConnectionError):
+    """The message broker is unreachable, or refused a message. Nothing that
+    was not confirmed is marked published: the relay sends it again.
+
+    Attributes:
+        broker: the broker, its password hidden.
+    """
+
+    def __init__(self, broker: str, problem: str) -> None:
+        super().__init__(f"message broker {broker}: {problem}")
+        self.broker = broker
+        self.problem = problem

@@ -14,6 +14,7 @@ import statesaga
 
 PUBLIC: dict[str, list[str]] = {
     "statesaga": [
+        "BrokerError",
         "CompensationSpec",
         "ConcurrentUpdate",
         "CorruptSaga",
@@ -24,7 +25,9 @@ PUBLIC: dict[str, list[str]] = {
         "HistoryMismatch",
         "Hooks",
         "InvalidDefinition",
+        "InvalidEvent",
         "InvalidInput",
+        "InvalidParticipant",
         "InvalidTransition",
         "LogEntry",
         "NestedTransaction",
