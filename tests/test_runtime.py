@@ -323,7 +323,7 @@ def test_schema_is_created_once_by_racing_engines(db_url: str) -> None:
 
 
 def test_an_older_schema_is_upgraded_in_place(new_engine: Callable[..., SagaEngine]) -> None:
-    """A version-1 database (no lease columns) with a saga in flight is upgraded in
+    """A version-1 database (no lease columns, no outbox) with a saga in flight is upgraded in
     place by ``upgrade()``: its saga is kept and finishes; reads refuse the old
     schema until then, and a newer or unknown version is refused, unchanged."""
     engine = new_engine()
@@ -332,11 +332,15 @@ def test_an_older_schema_is_upgraded_in_place(new_engine: Callable[..., SagaEngi
     with engine.store.engine.begin() as conn:
         for column in ("owner", "lease_until", "lease_epoch"):
             conn.exec_driver_sql(f"ALTER TABLE statesaga_sagas DROP COLUMN {column}")
+        conn.exec_driver_sql("DROP TABLE statesaga_outbox")
+        conn.exec_driver_sql("DROP TABLE statesaga_inbox")
         conn.exec_driver_sql("DELETE FROM statesaga_schema")
         conn.exec_driver_sql("INSERT INTO statesaga_schema VALUES (1, 0)")
     old = new_engine()
     old.register(OrderSaga(FakeServices()))
-    with pytest.raises(SchemaVersionError, match="older than this statesaga's 2; upgrade it"):
+    with pytest.raises(
+        SchemaVersionError, match=f"older than this statesaga's {SCHEMA_VERSION}; upgrade it"
+    ):
         old.get("old")
     assert old.upgrade() == (1, SCHEMA_VERSION)
     assert old.upgrade() == (SCHEMA_VERSION, SCHEMA_VERSION)

@@ -16,7 +16,7 @@ creating or upgrading the schema at once queue instead of racing
 (``DuplicateTable``). DDL is transactional on both backends: a failed upgrade
 leaves the previous version whole.
 
-Why not Alembic: statesaga's three tables live in the application's database,
+Why not Alembic: statesaga's tables live in the application's database,
 beside whatever the application migrates itself (often with Alembic and its own
 ``alembic_version`` table). Migrations that run embedded, from any process, with
 no ``alembic.ini`` or script folder, under our own lock, are a few lines of Core
@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from statesaga._errors import SchemaVersionError
-from statesaga.store.schema import SCHEMA_VERSION, metadata, sagas, schema_version
+from statesaga.store.schema import SCHEMA_VERSION, inbox, metadata, outbox, sagas, schema_version
 
 #: An arbitrary constant: the PostgreSQL advisory lock statesaga's DDL takes.
 ADVISORY_LOCK = 0x5A6A_5A6A
@@ -48,8 +48,14 @@ def _add_leases(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {sagas.name} ADD COLUMN {name} {kind}{extra}")
 
 
+def _add_outbox(conn: Connection) -> None:
+    """Version 3: the choreography's outbox and inbox tables, with their indexes."""
+    outbox.create(conn)
+    inbox.create(conn)
+
+
 #: Migration to each version from the one before it.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_leases}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_leases, 3: _add_outbox}
 
 
 def found_version(conn: Connection) -> int | None:

@@ -6,6 +6,11 @@
 what it starts from (``statesaga.store.migrations``). Times are UNIX seconds
 (floats), the same on every backend.
 
+For choreography (``statesaga.choreography``), ``statesaga_outbox`` holds the
+events published in an application's transactions until a relay has handed
+them to the broker, and ``statesaga_inbox`` the ids of the events each
+consumer has processed (``store._outbox`` reads and writes both).
+
 A saga is *owned* by at most one runner at a time: ``owner`` names it,
 ``lease_until`` says until when, and ``lease_epoch`` (the fencing token) grows
 with every claim, so a runner whose lease was taken over writes nothing.
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Statuses of sagas that still have work to do; ``recover`` reads them through a partial index.
 INCOMPLETE = ("started", "compensating")
@@ -74,4 +79,53 @@ schema_version = sa.Table(
     metadata,
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+outbox = sa.Table(
+    "statesaga_outbox",
+    metadata,
+    # The order events were written in; per key, the order they are published in.
+    sa.Column(
+        "position",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    # Events of one key are published one after another, in position order.
+    sa.Column("key", sa.String(200)),
+    sa.Column("payload", sa.Text, nullable=False),
+    # The participant that published it, and the event whose handling did.
+    sa.Column("source", sa.String(200)),
+    sa.Column("cause", sa.String(64)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("published_at", sa.Float),
+    # The relay sending it now, until when, and the claim count that fences its writes.
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claim_until", sa.Float),
+    sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
+)
+
+sa.Index(
+    "statesaga_outbox_unpublished",
+    outbox.c.position,
+    sqlite_where=outbox.c.published_at.is_(None),
+    postgresql_where=outbox.c.published_at.is_(None),
+)
+sa.Index(
+    "statesaga_outbox_key",
+    outbox.c.key,
+    outbox.c.position,
+    sqlite_where=outbox.c.published_at.is_(None),
+    postgresql_where=outbox.c.published_at.is_(None),
+)
+
+inbox = sa.Table(
+    "statesaga_inbox",
+    metadata,
+    sa.Column("consumer", sa.String(200), primary_key=True),
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("processed_at", sa.Float, nullable=False),
 )
