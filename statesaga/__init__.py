@@ -45,8 +45,8 @@ if TYPE_CHECKING:
         StateSagaError,
         StepTimeout,
     )
+    from statesaga._handlers import Hooks, StepContext
     from statesaga._machine import SagaMachine
-    from statesaga._runner import Hooks, StepContext
     from statesaga._spec import CompensationSpec, Retry, SagaSpec, StepSpec
     from statesaga._status import EntryStatus, SagaStatus
     from statesaga._views import LogEntry, SagaRun, SagaSummary
@@ -81,7 +81,7 @@ _SOURCES = {
         "StepTimeout",
     ),
     "statesaga._machine": ("SagaMachine",),
-    "statesaga._runner": ("Hooks", "StepContext"),
+    "statesaga._handlers": ("Hooks", "StepContext"),
     "statesaga._spec": ("CompensationSpec", "Retry", "SagaSpec", "StepSpec"),
     "statesaga._status": ("EntryStatus", "SagaStatus"),
     "statesaga._views": ("LogEntry", "SagaRun", "SagaSummary"),

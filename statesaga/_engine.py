@@ -15,40 +15,32 @@ another live runner drives is left to it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from sqlalchemy.engine import Engine
 
-from statesaga import _codec as codec
-from statesaga import _views as views
+from statesaga import _inputs as inputs
+from statesaga._claiming import Claims
+from statesaga._clock import DbClock
 from statesaga._definition import Saga
-from statesaga._errors import (
-    ConcurrentUpdate,
-    CorruptSaga,
-    DefinitionConflict,
-    HistoryMismatch,
-    InvalidInput,
-    NotRegistered,
-    ResumeError,
-    SagaIdConflict,
-    SagaNotFound,
-    SerializationError,
-)
+from statesaga._errors import SagaIdConflict, SagaNotFound
+from statesaga._handlers import HandlerLoop, Hooks
 from statesaga._leases import Leases
-from statesaga._runner import Definition, HandlerLoop, Hooks, LiveRun, Runner, describe
+from statesaga._live import LiveRun
+from statesaga._reads import Reads
+from statesaga._registry import Registry
+from statesaga._runner import Runner
 from statesaga._spec import SagaSpec
-from statesaga._status import EntryStatus, SagaStatus
+from statesaga._status import SagaStatus
 from statesaga._views import LogEntry, SagaRun, SagaSummary
-from statesaga._worker import RecoveryReport, Worker
-from statesaga.store import LogRow, SagaRow, SqlStore, make_engine
+from statesaga._worker import Crew, RecoveryReport, Worker
+from statesaga.store import SqlStore, make_engine
 from statesaga.store.migrations import upgrade
 
 
@@ -106,21 +98,19 @@ class SagaEngine:
         if db_clock is None:
             db_clock = clock is time.time and self.store.dialect == "postgresql"
         if db_clock:
-            clock = _DbClock(self.store, clock)
+            clock = DbClock(self.store, clock)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._definitions: dict[tuple[str, int], Definition] = {}
+        self._registry = Registry()
         self._clock = clock
         self._leases = Leases(self.store, self.owner, lease, clock, heartbeat)
         self._handler_loop = HandlerLoop()
         self._runner = Runner(self.store, self._leases, clock, sleep, self._handler_loop)
-        self._workers: set[Worker] = set()
-        self._workers_lock = threading.Lock()
-        # Sagas this engine found it cannot resume: not claimed again by it.
-        self._unresumable_ids: set[str] = set()
+        self._claims = Claims(self.store, self._registry, self._leases, self._runner, clock)
+        self._reads = Reads(self.store, self._registry)
+        self._crew = Crew()
 
     def __repr__(self) -> str:
-        keys = ", ".join(d.spec.key for d in self._definitions.values()) or "none"
-        return f"<SagaEngine {self.store.url} owner={self.owner} definitions: {keys}>"
+        return f"<SagaEngine {self.store.url} owner={self.owner} definitions: {self._registry}>"
 
     @property
     def hooks(self) -> Hooks | None:
@@ -136,10 +126,7 @@ class SagaEngine:
         connections once the commits in flight are done. A saga whose handler is
         still running in another thread is left where it was (resumable); that
         thread's next write raises ``EngineClosed``."""
-        with self._workers_lock:
-            workers = list(self._workers)
-        for worker in workers:
-            worker.stop(grace=0)
+        self._crew.stop()
         self._leases.close()
         self.store.close(release=self.owner if self._leases.ever_held else None)
         self._handler_loop.close()
@@ -176,12 +163,7 @@ class SagaEngine:
                 name and version with a different structure.
         """
         for saga in sagas:
-            defn = Definition.of(saga() if isinstance(saga, type) else saga)
-            spec = defn.spec
-            known = self._definitions.get((spec.name, spec.version))
-            if known is not None and known.spec.fingerprint != spec.fingerprint:
-                raise DefinitionConflict(spec.key, known.spec.fingerprint, spec.fingerprint)
-            self._definitions[(spec.name, spec.version)] = defn
+            self._registry.add(saga)
 
     def definition(self, name: str, version: int | None = None) -> SagaSpec:
         """The registered definition ``name`` (its newest version, or ``version``).
@@ -189,44 +171,7 @@ class SagaEngine:
         Raises:
             NotRegistered: none is registered under that name (and version).
         """
-        versions = sorted(v for (n, v) in self._definitions if n == name)
-        wanted = versions[-1] if version is None and versions else version
-        defn = self._definitions.get((name, wanted or 0))
-        if defn is None:
-            raise NotRegistered(
-                name, version, sorted(d.spec.key for d in self._definitions.values())
-            )
-        return defn.spec
-
-    def _definition_for(self, saga: type[Saga] | Saga) -> Definition:
-        cls = saga if isinstance(saga, type) else type(saga)
-        spec: SagaSpec = cls.spec
-        defn = self._definitions.get((spec.name, spec.version))
-        if defn is None or defn.spec.fingerprint != spec.fingerprint or not isinstance(saga, type):
-            self.register(saga)
-            defn = self._definitions[(spec.name, spec.version)]
-        return defn
-
-    def _definition_of(self, row: SagaRow) -> Definition:
-        defn = self._definitions.get((row.name, row.version))
-        if defn is None:
-            others = sorted(v for (n, v) in self._definitions if n == row.name)
-            have = ", ".join(f"v{v}" for v in others) or "none"
-            raise ResumeError(
-                row.saga_id,
-                f"it needs {row.name} v{row.version} (fingerprint {row.fingerprint}), "
-                f"which is not registered (registered versions of {row.name}: {have}); "
-                f"register that version beside the others",
-            )
-        if defn.spec.fingerprint != row.fingerprint:
-            raise ResumeError(
-                row.saga_id,
-                f"it started on {row.name} v{row.version} with fingerprint {row.fingerprint}, "
-                f"but the registered v{row.version} has fingerprint {defn.spec.fingerprint} "
-                "(its steps changed without a version bump); register the definition it "
-                "started on",
-            )
-        return defn
+        return self._registry.spec(name, version)
 
     # -- starting and running ---------------------------------------------
 
@@ -282,10 +227,7 @@ class SagaEngine:
         run = self._create(saga, input, saga_id, held=False)
         if isinstance(run, SagaRun):
             return run  # it existed already
-        with self._workers_lock:
-            workers = list(self._workers)
-        for worker in workers:
-            worker.wake()
+        self._crew.wake()
         return run.snapshot()
 
     async def astart(
@@ -299,33 +241,13 @@ class SagaEngine:
     ) -> LiveRun | SagaRun:
         """Store a new saga (``held``: owned by this engine, its first attempt
         started) and return it; when ``saga_id`` is taken, the existing saga instead."""
-        defn = self._definition_for(saga)
+        defn = self._registry.for_saga(saga)
         spec = defn.spec
-        if spec.input_type is not None and not isinstance(input, spec.input_type):
-            raise InvalidInput(spec.name, spec.input_type, input)
-        sid = saga_id if saga_id is not None else uuid.uuid4().hex
-        problem = _bad_id(sid)
-        if problem is not None:
-            raise InvalidInput(spec.name, str, sid, problem)
-        try:
-            input_text = codec.dumps(input)
-        except (TypeError, ValueError) as exc:
-            raise SerializationError(spec.name, saga_id, "input", input, str(exc)) from exc
-        if spec.input_type is not None:
-            problem = codec.round_trip_problem(input, spec.input_type)
-            if problem is not None:
-                raise InvalidInput(spec.name, spec.input_type, input, problem)
+        sid, input_text = inputs.checked(spec, input, saga_id)
         self.store.ensure_schema()
-        now = self._clock()
-        lease = (self.owner, self._leases.until()) if held else None
-        row, entries = defn.journal.created(sid, input_text, now, lease=lease)
-        found = self.store.create(row, entries, notify=not held)
-        if found is None:
-            if lease is not None:
-                self._leases.hold(sid, lease[1])
-            return LiveRun(
-                defn, sid, input, row["state"], row["attempt"], row["seq"], now, row["lease_epoch"]
-            )
+        found = self._claims.create(defn, sid, input, input_text, held=held)
+        if isinstance(found, LiveRun):
+            return found
         if found.name != spec.name or found.input != input_text:
             raise SagaIdConflict(sid, found.name, spec.name)
         return attrs.evolve(self.get(sid), created=False)
@@ -359,30 +281,11 @@ class SagaEngine:
             raise SagaNotFound(saga_id)
         if SagaStatus(row.status).is_terminal:
             return self.get(saga_id)
-        defn = self._definition_of(row)
-        now = self._clock()
-        taken = self.store.claim(
-            self.owner,
-            self._leases.until(),
-            now,
-            [_key(defn.spec)],
-            saga_id=saga_id,
-            due_only=False,
-        )
-        if not taken:
+        run = self._claims.one(self._registry.of_row(row), saga_id)
+        if run is None:
             return self.get(saga_id)  # another live runner holds it
-        run = self._claimed(defn, taken[0])
         run.loop = loop
         return self._runner.drive(run) or self.get(saga_id)
-
-    def _claimed(self, defn: Definition, row: SagaRow) -> LiveRun:
-        """The live run of a saga just claimed; an unresumable one is let go again."""
-        try:
-            return self._runner.claimed(defn, row)
-        except ResumeError:
-            self._unresumable_ids.add(row.saga_id)
-            self.store.release(self.owner, [row.saga_id])
-            raise
 
     def recover(self, concurrency: int = 1, *, wait: bool = True) -> RecoveryReport:
         """Drive every saga that is runnable now and that no live runner holds —
@@ -413,74 +316,6 @@ class SagaEngine:
         self.store.ensure_schema()
         return Worker(self, concurrency, poll=poll, grace=grace)
 
-    # -- what workers use --------------------------------------------------
-
-    def _keys(self) -> list[tuple[str, int, str]]:
-        return [_key(d.spec) for d in self._definitions.values()]
-
-    def _take(
-        self, limit: int, loop: asyncio.AbstractEventLoop | None, parks: bool
-    ) -> tuple[list[LiveRun], list[ResumeError]]:
-        """Claim up to ``limit`` runnable sagas; return their live runs and the
-        claimed ones that cannot be resumed. With ``parks`` only due sagas are
-        claimed and their retry delays park them again; without, a saga waiting
-        out a delay is claimed too and waits it out in its thread."""
-        now = self._clock()
-        rows = self.store.claim(
-            self.owner,
-            self._leases.until(),
-            now,
-            self._keys(),
-            limit=limit,
-            exclude=self._unresumable_ids,
-            due_only=parks,
-        )
-        runs: list[LiveRun] = []
-        skipped: list[ResumeError] = []
-        for row in rows:
-            try:
-                run = self._claimed(self._definition_of(row), row)
-            except ResumeError as exc:
-                skipped.append(exc)
-                continue
-            except ConcurrentUpdate:
-                continue
-            run.parks = parks
-            run.loop = loop
-            runs.append(run)
-        return runs, skipped
-
-    def _unresumable(self) -> list[ResumeError]:
-        """Unfinished sagas of definitions this engine does not have, each with why."""
-        skipped = []
-        for row in self.store.incomplete(except_=self._keys()):
-            try:
-                self._definition_of(row)
-            except ResumeError as exc:
-                skipped.append(exc)
-        return skipped
-
-    def _quarantine(self, saga_id: str, exc: Exception) -> ResumeError:
-        """Set a saga aside after driving it failed unexpectedly; say why."""
-        self._unresumable_ids.add(saga_id)
-        return ResumeError(saga_id, f"driving it failed: {describe(exc)}")
-
-    def _next_due(self) -> float | None:
-        return self.store.next_due(self._keys())
-
-    def _let_go(self, saga_ids: Iterable[str], why: str) -> None:
-        ids = set(saga_ids)
-        self._leases.lose(ids, why)
-        self.store.release(self.owner, ids)
-
-    def _attach(self, worker: Worker) -> None:
-        with self._workers_lock:
-            self._workers.add(worker)
-
-    def _detach(self, worker: Worker) -> None:
-        with self._workers_lock:
-            self._workers.discard(worker)
-
     # -- reading ----------------------------------------------------------
 
     def get(self, saga_id: str) -> SagaRun:
@@ -490,8 +325,7 @@ class SagaEngine:
             SagaNotFound: no saga has that id.
             CorruptSaga: its row or log is damaged (it is left as it is).
         """
-        row, log, spec = self._read(saga_id)
-        return views.stored_run(row, self._decoded(row, log, lambda: views.results(log, spec)))
+        return self._reads.get(saga_id)
 
     def history(self, saga_id: str) -> list[LogEntry]:
         """The saga's log, oldest first.
@@ -500,8 +334,7 @@ class SagaEngine:
             SagaNotFound: no saga has that id.
             CorruptSaga: its row or log is damaged (it is left as it is).
         """
-        row, log, spec = self._read(saga_id)
-        return self._decoded(row, log, lambda: [views.log_entry(r, spec) for r in log])
+        return self._reads.history(saga_id)
 
     def list(
         self,
@@ -519,104 +352,4 @@ class SagaEngine:
             limit: at most this many.
             offset: skip this many first (for paging).
         """
-        self.store.require_schema()
-        wanted = None if status is None else SagaStatus(status).value
-        rows = self.store.list(status=wanted, name=name, limit=limit, offset=offset)
-        return [views.summary(r) for r in rows]
-
-    def _read(self, saga_id: str) -> tuple[SagaRow, Sequence[LogRow], SagaSpec | None]:
-        """The saga's row and log (read together), checked: its status and each
-        entry's are known, and, when the definition it ran on is registered (its
-        spec is returned then, to rebuild results as their types), its log is a
-        path of that definition's machine that ends where the row says.
-
-        Raises:
-            SagaNotFound: no saga has that id.
-            CorruptSaga: any of that does not hold.
-        """
-        self.store.require_schema()
-        row, log = self.store.saga(saga_id)
-        if row is None:
-            raise SagaNotFound(saga_id)
-        try:
-            SagaStatus(row.status)
-        except ValueError:
-            raise CorruptSaga(saga_id, f"its status {row.status!r} is not a status") from None
-        for r in log:
-            if r.status not in _ENTRY_STATUSES:
-                raise CorruptSaga(saga_id, f"entry {r.seq} has an unknown status {r.status!r}")
-        defn = self._definitions.get((row.name, row.version))
-        if defn is None or defn.spec.fingerprint != row.fingerprint:
-            return row, log, None
-        try:
-            defn.journal.check(row, log)
-        except HistoryMismatch as exc:
-            raise CorruptSaga(saga_id, exc.problem) from None
-        return row, log, defn.spec
-
-    def _decoded(self, row: SagaRow, log: Sequence[LogRow], decode: Callable[[], _T]) -> _T:
-        """``decode()``, with a stored value that cannot be read reported as corrupt."""
-        try:
-            return decode()
-        except Exception as exc:
-            bad = next((r for r in log if not _readable(r.result)), None)
-            where = f"entry {bad.seq} ({bad.step} {bad.status})" if bad else "a stored value"
-            raise CorruptSaga(row.saga_id, f"{where}: it cannot be read: {describe(exc)}") from exc
-
-
-def _key(spec: SagaSpec) -> tuple[str, int, str]:
-    return (spec.name, spec.version, spec.fingerprint)
-
-
-#: The longest saga id (the column's width).
-MAX_ID = 200
-
-
-def _bad_id(saga_id: object) -> str | None:
-    """Why ``saga_id`` cannot be a saga id, the same on every backend, or ``None``."""
-    if not isinstance(saga_id, str):
-        return f"a saga id is a str, got {type(saga_id).__name__}"
-    if not saga_id or len(saga_id) > MAX_ID:
-        return f"a saga id has 1 to {MAX_ID} characters, this one {len(saga_id)}"
-    if not saga_id.isprintable():
-        return (
-            f"the saga id {saga_id!r} has a character that cannot be stored or shown "
-            "(a control character, NUL or lone surrogate); use printable text"
-        )
-    return None
-
-
-class _DbClock:
-    """A local clock corrected to the database server's: the offset between them
-    is measured once, on first use, so every process sharing the database reads
-    the same time (within the round trip), whatever its own clock says."""
-
-    def __init__(self, store: SqlStore, local: Callable[[], float]) -> None:
-        self._store = store
-        self._local = local
-        self._offset: float | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        if self._offset is None:
-            with self._lock:
-                if self._offset is None:
-                    before = self._local()
-                    server = self._store.db_time()
-                    after = self._local()
-                    self._offset = 0.0 if server is None else server - (before + after) / 2
-        return self._local() + self._offset
-
-
-_T = TypeVar("_T")
-_ENTRY_STATUSES = frozenset(s.value for s in EntryStatus)
-
-
-def _readable(text: str | None) -> bool:
-    if text is None:
-        return True
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
+        return self._reads.list(status, name, limit, offset)

@@ -22,6 +22,12 @@ from statesaga.store import SqlStore
 log = logging.getLogger("statesaga")
 
 
+class LeaseLost(BaseException):
+    """This runner no longer holds the saga: stop driving it, write nothing.
+
+    A ``BaseException`` so that no handler error path treats it as a failure."""
+
+
 class Leases:
     """The leases of one owner.
 

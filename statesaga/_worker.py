@@ -37,12 +37,43 @@ from statesaga._views import SagaRun
 
 if TYPE_CHECKING:
     from statesaga._engine import SagaEngine
-    from statesaga._runner import LiveRun
+    from statesaga._live import LiveRun
 
 log = logging.getLogger("statesaga")
 
 #: The shortest and (by default) longest idle poll, in seconds.
 _FIRST_POLL = 0.01
+
+
+class Crew:
+    """The workers running on one engine: woken when it starts a saga, stopped
+    when it closes."""
+
+    def __init__(self) -> None:
+        self._workers: set[Worker] = set()
+        self._lock = threading.Lock()
+
+    def join(self, worker: Worker) -> None:
+        with self._lock:
+            self._workers.add(worker)
+
+    def leave(self, worker: Worker) -> None:
+        with self._lock:
+            self._workers.discard(worker)
+
+    def wake(self) -> None:
+        """Each worker looks for runnable sagas now."""
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.wake()
+
+    def stop(self) -> None:
+        """Stop each worker at once (no grace)."""
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.stop(grace=0)
 
 
 @attrs.frozen
@@ -146,7 +177,7 @@ class Worker:
                 for a worker instead.
         """
         self._parks = not wait
-        self._skipped.extend(self.engine._unresumable())
+        self._skipped.extend(self.engine._claims.unresumable())
         self._serve(drain=True)
         return RecoveryReport(resumed=list(self._resumed), skipped=list(self._skipped))
 
@@ -172,7 +203,7 @@ class Worker:
         with self._lock:
             left = set(self._busy)
         if left:
-            self.engine._let_go(left, "the worker stopped before they finished")
+            self.engine._claims.let_go(left, "the worker stopped before they finished")
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Worker:
@@ -211,7 +242,7 @@ class Worker:
     def _serve(self, drain: bool) -> None:
         self._serving = True
         engine = self.engine
-        engine._attach(self)
+        engine._crew.join(self)
         listener = None if drain else engine.store.listen(self._wake.set)
         idle = _FIRST_POLL
         try:
@@ -221,7 +252,9 @@ class Worker:
                 skipped: list[ResumeError] = []
                 if free > 0:
                     try:
-                        runs, skipped = engine._take(free, loop=self._loop, parks=self._parks)
+                        runs, skipped = engine._claims.take(
+                            free, loop=self._loop, parks=self._parks
+                        )
                     except Exception as exc:  # the database is away: try again later
                         log.warning("statesaga: claiming sagas failed: %s", exc)
                         self._wake.wait(min(self.poll, 1.0))
@@ -241,7 +274,7 @@ class Worker:
         finally:
             if listener is not None:
                 listener.close()
-            engine._detach(self)
+            engine._crew.leave(self)
             if drain:
                 self._pool.shutdown(wait=True)
             else:
@@ -253,7 +286,7 @@ class Worker:
         """How long to sleep when there was nothing to claim: until the next parked
         saga is due, or the backed-off poll, whichever comes first."""
         try:
-            due = self.engine._next_due()
+            due = self.engine._claims.next_due()
         except Exception:
             due = None
         if due is None:
@@ -274,7 +307,7 @@ class Worker:
             # One saga's trouble (a store error, a bug) stops that saga only: it is
             # reported, left where it was, and not taken again by this engine.
             log.exception("statesaga: driving saga %s failed; it is left as it was", run.saga_id)
-            self._skipped.append(self.engine._quarantine(run.saga_id, exc))
+            self._skipped.append(self.engine._claims.quarantine(run.saga_id, exc))
         finally:
             with self._lock:
                 self._busy.pop(run.saga_id, None)

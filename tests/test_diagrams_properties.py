@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 
 from statesaga import Saga, SagaEngine
 from statesaga._definition import TERMINALS
-from statesaga._journal import replay
+from statesaga._replay import replay
 from statesaga.diagrams import GraphModel, model_of, scripted_run, to_dot, to_mermaid
 from statesaga.diagrams.mermaid import node_ids
 from tests.diagram_strategies import definitions, hostile_names, runs

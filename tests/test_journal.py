@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from definitions.order import OrderSaga
 from definitions.trip import TripSaga
 from statesaga import HistoryMismatch, Retry, Saga, StepContext, step
-from statesaga._journal import Journal, replay
+from statesaga._journal import Journal
+from statesaga._replay import replay
 from statesaga.store import LogRow, SagaRow
 
 #: The runner that holds the simulated saga.

@@ -140,10 +140,10 @@ OUTSIDE_THE_TREE = {
     "statesaga._runner._Rollback",
     # Internal control flow: the runner lost its lease; a BaseException so that no
     # handler error path takes it for a failure; never escapes the runner.
-    "statesaga._runner._LeaseLost",
+    "statesaga._leases.LeaseLost",
     # Internal control flow: a handler cancelled from outside; the runner turns it
     # back into asyncio.CancelledError after logging the interruption.
-    "statesaga._runner._Interrupted",
+    "statesaga._handlers.Interrupted",
     # The example sagas' own errors: they stand for a user's services, not statesaga.
     "statesaga.examples.services.ServiceError",
     "statesaga.examples.transfer.InsufficientFunds",

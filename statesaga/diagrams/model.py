@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import attrs
 
-from statesaga._journal import Entry
 from statesaga._machine import SagaMachine
+from statesaga._replay import Entry
 from statesaga._spec import StateKind, TransitionKind
 from statesaga.diagrams.overlay import NodeOutcome, read_log
 

@@ -1,6 +1,6 @@
 """The instance overlay: what one saga's log says became of each state of its machine.
 
-The log is read by ``statesaga._journal.replay``, the one parser of the log
+The log is read by ``statesaga._replay.replay``, the one parser of the log
 protocol, which checks every move against the machine; the runner rebuilds a
 run from the same reading. This module only sums its moves up per state, for
 ``GraphModel.with_path`` to lay over the drawing.
@@ -14,8 +14,8 @@ from typing import Literal
 import attrs
 
 from statesaga._errors import HistoryMismatch
-from statesaga._journal import Entry, Move, replay
 from statesaga._machine import SagaMachine
+from statesaga._replay import Entry, Move, replay
 
 #: What an instance overlay says became of a state:
 #:

@@ -17,7 +17,7 @@ import attrs
 from statesaga._definition import Saga
 from statesaga._engine import SagaEngine
 from statesaga._errors import StateSagaError
-from statesaga._runner import StepContext
+from statesaga._handlers import StepContext
 from statesaga._spec import StepSpec
 from statesaga._views import SagaRun
 

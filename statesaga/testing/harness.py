@@ -49,7 +49,7 @@ from sqlalchemy.engine import Engine
 from statesaga._definition import Saga
 from statesaga._engine import SagaEngine
 from statesaga._errors import StateSagaError
-from statesaga._runner import Hooks
+from statesaga._handlers import Hooks
 from statesaga._status import SagaStatus
 from statesaga._views import LogEntry, SagaRun
 from statesaga.store import make_engine

@@ -1,0 +1,200 @@
+"""Where a saga's handlers are called: their context, their loop, their timeouts.
+
+``Handlers.call`` is the one place a step's or compensation's handler runs,
+sync or async, within its timeout and under the saga's lease; ``Hooks`` are
+the points where tests inject faults and applications trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from sqlalchemy.engine import Connection
+
+from statesaga import _codec as codec
+from statesaga._errors import StepTimeout
+from statesaga._leases import LeaseLost, Leases
+from statesaga._live import LiveRun, Results
+
+
+@attrs.frozen
+class StepContext:
+    """What a step or compensation handler is given.
+
+    Attributes:
+        saga_id: the saga's id.
+        step: the step's name (for a compensation: the step it compensates).
+        attempt: this attempt's number, from 1; it grows across retries and resumes.
+        input: the saga's input.
+        idempotency_key: stable for this saga and step (or compensation) across
+            retries, crashes and resumes: pass it to external services so they
+            can drop duplicates.
+        results: results of the steps completed so far, by step name.
+        connection: for ``transactional=True`` steps, the connection of the
+            transaction that records the step's completion; ``None`` otherwise.
+    """
+
+    saga_id: str
+    step: str
+    attempt: int
+    input: Any
+    idempotency_key: str
+    results: Mapping[str, Any]
+    connection: Connection | None = None
+
+
+class Hooks:
+    """Observation and fault-injection points inside the runner.
+
+    ``statesaga.testing`` subclasses this to inject failures and simulate
+    crashes; applications may use it for tracing. Set ``engine.hooks``.
+    """
+
+    def call(
+        self, saga_id: str, state: str, attempt: int, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
+        """Invoke a handler (``fn(*args)``) for ``state``; may raise instead."""
+        return fn(*args)
+
+    def point(self, point: str, saga_id: str, state: str, attempt: int) -> None:
+        """Called at ``before_commit`` (the state is the one being left) and
+        ``after_commit`` (the state is the one entered)."""
+
+
+def describe(error: BaseException) -> str:
+    """An error as the log records it: ``Type: message``, made storable on every
+    backend (NULs and lone surrogates escaped, cut to a bounded length)."""
+    return codec.storable(f"{type(error).__name__}: {error}")
+
+
+class Interrupted(BaseException):
+    """A handler was cancelled from outside (the application's loop shut down):
+    an interruption, not a failure. A ``BaseException`` for the same reason as
+    ``KeyboardInterrupt``."""
+
+
+#: What interrupts a saga without failing it: it stays where it was, resumable,
+#: with an ``interrupted`` entry in its log.
+INTERRUPTS = (KeyboardInterrupt, SystemExit, asyncio.CancelledError, Interrupted)
+
+
+def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    loop.run_forever()
+    loop.close()
+
+
+class HandlerLoop:
+    """One long-lived event loop, in a thread of its own, where async handlers run
+    when the caller has no loop (a sync ``run``, a worker thread): clients a saga
+    keeps across calls (``httpx.AsyncClient``) stay on the loop they were made on."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        """The loop, started on first use."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=_run_until_stopped, args=(loop,), name="statesaga-handlers", daemon=True
+                ).start()
+                self._loop = loop
+            return self._loop
+
+    def close(self) -> None:
+        """Stop the loop (handlers still on it are abandoned, as in a crash)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+
+
+class Handlers:
+    """Calls the handlers of the sagas one runner drives.
+
+    Args:
+        leases: the runner's leases; an async handler of a saga whose lease is
+            lost is cancelled.
+        loop: where async handlers run when a run brings no loop of its own.
+    """
+
+    def __init__(self, leases: Leases, loop: HandlerLoop) -> None:
+        self.leases = leases
+        self.loop = loop
+        self.hooks: Hooks | None = None
+
+    def context(
+        self, run: LiveRun, step: str, key: str, connection: Connection | None
+    ) -> StepContext:
+        """The context of the attempt in flight of ``run`` at ``step``."""
+        return StepContext(
+            saga_id=run.saga_id,
+            step=step,
+            attempt=run.attempt,
+            input=run.handed_input(),
+            idempotency_key=f"{run.saga_id}:{key}",
+            results=Results(run, run.defn.spec),
+            connection=connection,
+        )
+
+    def call(
+        self,
+        run: LiveRun,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        timeout: float | None,
+        what: str,
+        is_async: bool,
+    ) -> Any:
+        """Call a handler, sync or async, within its timeout.
+
+        An async handler is cancelled when its timeout expires. A sync handler
+        cannot be stopped: it runs to its end, and if that took longer than its
+        timeout its result is discarded and the attempt counts as failed.
+
+        Raises:
+            StepTimeout: it overran ``timeout``.
+            LeaseLost: the saga's lease was lost while an async handler ran.
+            Interrupted: an async handler was cancelled from outside.
+        """
+        hooks = self.hooks
+        if is_async:
+            coro = (
+                fn(*args)
+                if hooks is None
+                else hooks.call(run.saga_id, run.state, run.attempt, fn, args)
+            )
+            if timeout is not None:
+                coro = asyncio.wait_for(coro, timeout)
+            loop = run.loop or self.loop.get()
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+            self.leases.guard(run.saga_id, future)  # cancelled if the lease is lost
+            try:
+                return future.result()
+            except TimeoutError as exc:
+                if timeout is None:
+                    raise
+                raise StepTimeout(run.saga_id, what, timeout) from exc
+            except concurrent.futures.CancelledError:
+                if not self.leases.valid(run.saga_id):
+                    raise LeaseLost from None
+                raise Interrupted(f"{what} was cancelled") from None
+            finally:
+                self.leases.guard(run.saga_id, None)
+        started = time.monotonic()
+        result = (
+            fn(*args)
+            if hooks is None
+            else hooks.call(run.saga_id, run.state, run.attempt, fn, args)
+        )
+        if timeout is not None and time.monotonic() - started > timeout:
+            raise StepTimeout(run.saga_id, what, timeout)
+        return result
