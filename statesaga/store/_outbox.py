@@ -1,0 +1,246 @@
+"""The choreography's SQL: the transactional outbox and the consumers' inbox.
+
+``append`` writes events on the caller's connection, inside the transaction
+that changes the state they announce: they commit with it or not at all.
+
+A relay ``claim``s unpublished events with a lease, as workers claim sagas:
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so that relays never wait for each
+other; on SQLite the claim is one ``BEGIN IMMEDIATE`` transaction, and writers
+take turns. Each claim raises the row's ``claims`` count, which fences the
+``published`` mark: a relay whose lease ran out (and whose event another relay
+took) marks nothing.
+
+Order per key: a relay takes only the *first* unpublished event of each key
+(by position), so the next event of a key is claimed only once the one before
+it is marked published, that is, after the broker confirmed it. Events of
+different keys go out in parallel; one key's go out one after another. (A
+late duplicate of an event whose lease expired may still reach the broker
+after its successor; consumers' inboxes drop it.)
+
+The inbox is one row per (consumer, event id), inserted ``ON CONFLICT DO
+NOTHING`` in the transaction of the consumer's effects: a duplicate inserts
+nothing, and its effects are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypedDict
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from statesaga.store import migrations
+from statesaga.store._connect import READ_ONLY
+from statesaga.store._listen import Listener
+from statesaga.store.schema import inbox, outbox
+
+#: The PostgreSQL channel on which a commit that wrote outbox rows wakes the relays.
+OUTBOX_CHANNEL = "statesaga_outbox"
+
+
+class NewEvent(TypedDict):
+    """An outbox row to insert."""
+
+    event_id: str
+    name: str
+    key: str | None
+    payload: str
+    source: str | None
+    cause: str | None
+    created_at: float
+
+
+@attrs.frozen
+class OutboxRow:
+    """An outbox row as stored."""
+
+    position: int
+    event_id: str
+    name: str
+    key: str | None
+    payload: str
+    source: str | None
+    cause: str | None
+    created_at: float
+    published_at: float | None
+    claimed_by: str | None
+    claim_until: float | None
+    claims: int
+
+
+_insert = outbox.insert()
+
+
+def append(conn: Connection, events: Sequence[NewEvent]) -> None:
+    """Write ``events`` to the outbox in ``conn``'s transaction (on PostgreSQL,
+    relays listening are woken when it commits, and not if it rolls back)."""
+    if not events:
+        return
+    conn.execute(_insert, list(events))
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"NOTIFY {OUTBOX_CHANNEL}")
+
+
+class OutboxStore:
+    """Reads and writes the outbox and the inbox.
+
+    Args:
+        engine: an SQLAlchemy engine (see ``make_engine``).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        insert: Any = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        # RETURNING says whether the row went in (rowcount is -1 with some drivers).
+        self._mark_processed = insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id)
+
+    def ensure_schema(self) -> None:
+        """Create or upgrade statesaga's schema (the outbox and inbox among it)."""
+        migrations.upgrade(self.engine)
+
+    # -- writes on the caller's connection -----------------------------------
+
+    def append(self, conn: Connection, events: Sequence[NewEvent]) -> None:
+        """``append`` (the module's function)."""
+        append(conn, events)
+
+    def mark_processed(
+        self, conn: Connection, consumer: str, event_id: str, name: str, now: float
+    ) -> bool:
+        """Record in ``conn``'s transaction that ``consumer`` processed ``event_id``.
+
+        Returns:
+            ``False`` if it already had (a duplicate: nothing was written). A
+            concurrent transaction recording the same event makes this one wait
+            for its outcome.
+        """
+        done = conn.execute(
+            self._mark_processed,
+            {"consumer": consumer, "event_id": event_id, "name": name, "processed_at": now},
+        )
+        return done.first() is not None
+
+    # -- the relay's claim ----------------------------------------------------
+
+    def claim(self, owner: str, until: float, now: float, limit: int) -> list[OutboxRow]:
+        """Take up to ``limit`` unpublished events, oldest first, each the first
+        unpublished event of its key, whose lease is free or expired.
+
+        Returns:
+            The claimed rows, by position.
+        """
+        o = outbox
+        earlier = outbox.alias("earlier")
+        before = (
+            sa.select(earlier.c.position)
+            .where(
+                earlier.c.key == o.c.key,
+                earlier.c.published_at.is_(None),
+                earlier.c.position < o.c.position,
+            )
+            .exists()
+        )
+        pick = (
+            sa.select(o.c.position)
+            .where(
+                o.c.published_at.is_(None),
+                sa.or_(o.c.claim_until.is_(None), o.c.claim_until < now),
+                sa.not_(before),
+            )
+            .order_by(o.c.position)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=o)
+        )
+        take = (
+            o.update()
+            .where(o.c.position.in_(pick.scalar_subquery()))
+            .values(claimed_by=owner, claim_until=until, claims=o.c.claims + 1)
+            .returning(*o.c)
+        )
+        with self.engine.begin() as conn:
+            rows = [OutboxRow(*r) for r in conn.execute(take)]
+        return sorted(rows, key=lambda r: r.position)
+
+    def published(self, owner: str, rows: Sequence[OutboxRow], now: float) -> int:
+        """Mark ``rows`` published, those that ``owner`` still holds by the claim it
+        made (fenced on the claim count).
+
+        Returns:
+            How many were marked.
+        """
+        if not rows:
+            return 0
+        mark = (
+            outbox.update()
+            .where(
+                outbox.c.claimed_by == owner,
+                sa.tuple_(outbox.c.position, outbox.c.claims).in_(
+                    [(r.position, r.claims) for r in rows]
+                ),
+            )
+            .values(published_at=now, claimed_by=None, claim_until=None)
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(mark).rowcount)
+
+    def release(self, owner: str, rows: Sequence[OutboxRow]) -> None:
+        """Let go of ``rows`` (not sent): any relay may claim them at once."""
+        if not rows:
+            return
+        free = (
+            outbox.update()
+            .where(
+                outbox.c.claimed_by == owner,
+                outbox.c.position.in_([r.position for r in rows]),
+            )
+            .values(claimed_by=None, claim_until=None)
+        )
+        with self.engine.begin() as conn:
+            conn.execute(free)
+
+    def listen(self, wake: Callable[[], None]) -> Listener | None:
+        """Call ``wake()`` whenever a transaction that wrote outbox rows commits
+        (PostgreSQL's ``LISTEN``); ``None`` where that cannot be (SQLite: poll)."""
+        if self.dialect != "postgresql":
+            return None
+        return Listener(self.engine, OUTBOX_CHANNEL, wake)
+
+    # -- reads ----------------------------------------------------------------
+
+    def _reading(self) -> Any:
+        return self.engine.connect().execution_options(**{READ_ONLY: True})
+
+    def events(self, *, key: str | None = None, pending: bool = False) -> list[OutboxRow]:
+        """Outbox rows by position: all, those of ``key``, or only unpublished ones."""
+        q = sa.select(outbox).order_by(outbox.c.position)
+        if key is not None:
+            q = q.where(outbox.c.key == key)
+        if pending:
+            q = q.where(outbox.c.published_at.is_(None))
+        with self._reading() as conn:
+            return [OutboxRow(*r) for r in conn.execute(q)]
+
+    def pending(self) -> int:
+        """How many events are not published yet."""
+        q = sa.select(sa.func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+        with self._reading() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def processed(self, consumer: str) -> list[str]:
+        """The ids of the events ``consumer`` has processed, sorted."""
+        q = sa.select(inbox.c.event_id).where(inbox.c.consumer == consumer)
+        with self._reading() as conn:
+            return sorted(conn.execute(q).scalars())
+
+    def prune(self, before: float) -> int:
+        """Delete events published before ``before``; return how many (the inbox is
+        kept: it is what drops a late duplicate)."""
+        q = outbox.delete().where(
+            outbox.c.published_at.is_not(None), outbox.c.published_at < before
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(q).rowcount)
