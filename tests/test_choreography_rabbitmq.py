@@ -273,3 +273,27 @@ def test_an_unreachable_broker_is_a_clear_error_and_nothing_is_marked(db: Engine
         relay.drain()
     [row] = relay.store.events()
     assert row.published_at is None and row.claimed_by is None
+
+
+def test_statesaga_relay_once_publishes_the_outbox(
+    db: Engine, db_url: str, rabbit: Callable[..., RabbitMQ]
+) -> None:
+    """`statesaga relay --once` publishes what the outbox holds and exits 0; with no
+    broker at the address it exits 1 with one line naming the broker, no password."""
+    from click.testing import CliRunner
+
+    from statesaga.cli import main
+
+    broker = rabbit()
+    ledger = Consumer(db, Ledger(), broker)
+    ledger.subscribe()
+    with db.begin() as conn:
+        Bank().publish(conn, "money.moved", {"seq": 0}, key="k")
+    args = ["relay", "--db", db_url, "--prefix", broker.prefix, "--once"]
+    done = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert "1 events published" in done.output
+    assert ledger.drain() == 1
+    bad = CliRunner().invoke(main, [*args, "--broker", "amqp://guest:s3cret@127.0.0.1:1/%2F"])
+    assert bad.exit_code == 1
+    assert "message broker amqp://127.0.0.1:1/" in bad.output and "s3cret" not in bad.output

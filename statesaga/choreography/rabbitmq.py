@@ -99,7 +99,10 @@ class RabbitMQ:
         try:
             conn = pika.BlockingConnection(self._params)
         except pika.exceptions.AMQPError as exc:
-            raise BrokerError(self.shown, f"cannot connect ({type(exc).__name__}: {exc})") from exc
+            why = str(exc).strip() or "refused, or no answer"
+            raise BrokerError(
+                self.shown, f"cannot connect ({type(exc).__name__}: {why}); check that it runs"
+            ) from exc
         except OSError as exc:
             raise BrokerError(self.shown, f"cannot connect ({exc})") from exc
         with self._lock:
@@ -116,6 +119,18 @@ class RabbitMQ:
         channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
         self._local.channel = channel
         return channel
+
+    def connect(self) -> None:
+        """Connect now and declare the exchange (a relay's first send would).
+
+        Raises:
+            BrokerError: the broker cannot be reached or refused the login.
+        """
+        pika = _pika()
+        try:
+            self._publisher()
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerError(self.shown, f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         """Close every connection the adapter opened."""

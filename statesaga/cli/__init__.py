@@ -48,6 +48,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Drive every unfinished saga that no live runner holds to its end.",
     ),
     "worker": ("statesaga.cli._runs:worker", "Claim and drive sagas until SIGTERM or Ctrl-C."),
+    "relay": (
+        "statesaga.cli._relay:relay",
+        "Publish the choreography's outbox to RabbitMQ until SIGTERM or Ctrl-C.",
+    ),
     "db": ("statesaga.cli._runs:db_group", "The statesaga schema in a database."),
 }
 

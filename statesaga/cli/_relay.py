@@ -1,0 +1,90 @@
+"""``statesaga relay``: publish the choreography's outbox to RabbitMQ."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from statesaga.cli._db import Database
+from statesaga.cli._options import db_option, debug_option
+
+#: The broker when neither --broker nor STATESAGA_BROKER says.
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@click.command()
+@db_option()
+@click.option(
+    "--broker",
+    metavar="URL",
+    envvar="STATESAGA_BROKER",
+    show_envvar=True,
+    default=DEFAULT_BROKER,
+    show_default=True,
+    help="RabbitMQ's AMQP URL.",
+)
+@click.option(
+    "--prefix",
+    default="statesaga",
+    show_default=True,
+    help="Names the exchange (PREFIX.events) and the participants' queues.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Events claimed and sent per turn.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a claim on events lasts; another relay takes over after.",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Longest idle wait between turns, in seconds (SQLite; PostgreSQL tells at once).",
+)
+@click.option("--once", is_flag=True, help="Publish what the outbox holds now, then exit.")
+@debug_option
+def relay(
+    db: Database, broker: str, prefix: str, batch: int, lease: float, poll: float, once: bool
+) -> None:
+    """Publish the choreography's outbox to RabbitMQ until SIGTERM or Ctrl-C.
+
+    Each committed event is sent once the broker confirms it, each key's events
+    in order; run several relays for availability (they share the work). A stop
+    finishes the batch in hand; a second signal exits at once (the claim then
+    expires after --lease and another relay sends those events). Creates the
+    schema if the database has none.
+    """
+    from statesaga.choreography import RabbitMQ, Relay
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # pika logs every connection step, and each failure at length: the relay says it once.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    engine = db.engine()
+    rabbit = RabbitMQ(broker, prefix=prefix)
+    try:
+        rabbit.connect()
+        running = Relay(engine, rabbit, batch=batch, lease=lease, poll=poll)
+        if once:
+            sent = running.drain()
+            click.echo(f"statesaga relay: {sent} events published to {rabbit.shown}")
+            return
+        click.echo(
+            f"statesaga relay {running.owner}: {db.shown} → {rabbit.shown} "
+            f"(exchange {rabbit.exchange}). SIGTERM or Ctrl-C stops it.",
+            err=True,
+        )
+        running.run()
+        click.echo(f"statesaga relay stopped after publishing {running.sent} events", err=True)
+    finally:
+        rabbit.close()
+        engine.close()
