@@ -10,8 +10,10 @@ redelivery schedule and failure plan can be tried quickly;
 from __future__ import annotations
 
 import itertools
+import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -446,3 +448,13 @@ def test_the_upgrade_from_version_2_adds_the_outbox(db_url: str) -> None:
         assert Relay(engine, MemoryBroker()).drain() == 1
     finally:
         engine.dispose()
+
+
+def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's choreography example runs as written (in a folder of its own)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (example,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "Relay(db" in b]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    namespace["db"].dispose()  # type: ignore[attr-defined]
