@@ -20,12 +20,12 @@ from statesaga.testing import (
     Crash,
     Exploration,
     Fault,
+    InjectedFault,
     InvariantViolation,
     assert_saga_correct,
     explore,
 )
 from statesaga.testing._space import failure_plans
-from statesaga.testing.harness import InjectedFault
 from tests.toolkit_sagas import (
     AsyncDoubleRefund,
     AsyncOrderSaga,

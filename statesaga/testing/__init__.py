@@ -29,19 +29,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from statesaga.testing._injection import SimulatedCrash
+from statesaga.testing._outcome import Call, Outcome
 from statesaga.testing._report import Counterexample
+from statesaga.testing._scenario import CRASH_POINTS, Crash, Fault, InjectedFault, Scenario
 from statesaga.testing.explore import Exploration, aexplore, assert_saga_correct, explore
-from statesaga.testing.harness import (
-    CRASH_POINTS,
-    Call,
-    Crash,
-    Fault,
-    InjectedFault,
-    Outcome,
-    SagaHarness,
-    Scenario,
-    SimulatedCrash,
-)
+from statesaga.testing.harness import SagaHarness
 from statesaga.testing.invariants import InvariantViolation, check_saga, format_timeline, outcomes
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from statesaga.testing._report import (
 from statesaga.testing.invariants import outcomes, saga_problem
 
 if TYPE_CHECKING:
-    from statesaga.testing.harness import Outcome
+    from statesaga.testing._outcome import Outcome
 
 #: A check: the problem it finds in an outcome as ``(problem, fix, detail)``, or ``None``.
 Found = tuple[str, str, str] | None

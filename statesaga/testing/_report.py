@@ -16,7 +16,8 @@ import attrs
 from statesaga.testing.invariants import InvariantViolation, format_timeline, outcomes
 
 if TYPE_CHECKING:
-    from statesaga.testing.harness import Crash, Fault, Outcome, Scenario
+    from statesaga.testing._outcome import Outcome
+    from statesaga.testing._scenario import Crash, Fault, Scenario
 
 
 def times(n: int) -> str:

@@ -22,7 +22,7 @@ import attrs
 
 from statesaga._definition import Saga
 from statesaga._spec import Retry
-from statesaga.testing.harness import CRASH_POINTS, Crash, Fault
+from statesaga.testing._scenario import CRASH_POINTS, Crash, Fault
 
 
 @attrs.frozen

@@ -28,9 +28,11 @@ from sqlalchemy.engine import Engine
 
 from statesaga._definition import Saga
 from statesaga.testing._checks import examine, vacuous
+from statesaga.testing._outcome import Outcome
 from statesaga.testing._report import Counterexample
+from statesaga.testing._scenario import Crash, Fault, InjectedFault, Scenario
 from statesaga.testing._space import crash_points, failure_plans, path
-from statesaga.testing.harness import Crash, Fault, InjectedFault, Outcome, SagaHarness, Scenario
+from statesaga.testing.harness import SagaHarness
 
 
 @attrs.frozen

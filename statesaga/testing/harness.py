@@ -1,21 +1,9 @@
 """Run a user's saga under injected failures and simulated crashes, on a real database.
 
-Failures are injected into the saga's real handlers through the engine's
-``Hooks``: an injected failure raises before the handler runs, exactly as a
-service call that fails would. A simulated crash raises ``SimulatedCrash`` (a
-``BaseException``, so no handler swallows it) at a crash point; the harness
-then drops that engine, as a dead process would, and resumes the saga in a
-fresh engine over the same database.
-
-A crash point is named after the handler whose outcome it surrounds, and
-means one thing everywhere (scenarios, strategies, messages):
-
-- ``before_handler`` of ``h``: the saga is recorded in ``h``; its handler has
-  not run;
-- ``before_commit`` of ``h``: the handler ran (or failed); its outcome is not
-  recorded, so ``h`` runs again on resume;
-- ``after_commit`` of ``h``: its outcome is recorded; whatever comes next has
-  not begun.
+``SagaHarness`` carries out a ``Scenario`` (see ``_scenario`` for what its
+crash points mean) through an injector on the engine's hooks (see
+``_injection``), resumes the saga after each crash and gathers the run's
+``Outcome``.
 
 The harness keeps what a real deployment keeps across a crash and nothing
 else: the database and the services (the same saga instance). It holds two
@@ -35,291 +23,25 @@ database work and sync handlers in the engine's worker thread.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 from sqlalchemy.engine import Engine
 
 from statesaga._definition import Saga
 from statesaga._engine import SagaEngine
-from statesaga._errors import StateSagaError
-from statesaga._handlers import Hooks
-from statesaga._status import SagaStatus
-from statesaga._views import LogEntry, SagaRun
+from statesaga._views import SagaRun
 from statesaga.store import make_engine
 from statesaga.testing._checks import examine
-
-CrashPointName = Literal["before_handler", "before_commit", "after_commit"]
-CRASH_POINTS: tuple[CrashPointName, ...] = ("before_handler", "before_commit", "after_commit")
-
-#: The virtual clock's start (any fixed instant: logs read the same on every run).
-_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-
-
-class InjectedFault(StateSagaError, RuntimeError):
-    """The default error an injected failure raises."""
-
-
-class SimulatedCrash(BaseException):
-    """Raised at a crash point to stop the engine as a killed process would."""
-
-
-@attrs.frozen
-class Fault:
-    """What happens to one step or compensation.
-
-    Attributes:
-        times: how many attempts fail before one succeeds; ``None`` fails every attempt.
-        error: the exception type raised (give your application's own types so
-            that a step's ``retry_on`` applies to them).
-    """
-
-    times: int | None = 1
-    error: type[Exception] = attrs.field(default=InjectedFault, repr=lambda e: e.__qualname__)
-
-
-@attrs.frozen
-class Crash:
-    """Where one simulated crash happens.
-
-    Attributes:
-        point: ``before_handler`` (the handler of ``state`` has not run),
-            ``before_commit`` (it ran; its outcome is not recorded, so it runs
-            again on resume) or ``after_commit`` (its outcome is recorded).
-        state: the step or compensation whose handler the point surrounds;
-            ``None`` for the first handler that reaches ``point``.
-        occurrence: crash the n-th time ``point`` is reached for ``state`` in
-            the scenario (the n-th attempt, counting attempts after a resume).
-    """
-
-    point: CrashPointName
-    state: str | None = None
-    occurrence: int = 1
-
-    def fires_at(self, point: str, state: str, occurrence: int) -> bool:
-        """Whether this crash happens on reaching ``point`` of ``state`` for the
-        ``occurrence``-th time."""
-        if point != self.point:
-            return False
-        return self.state is None or (self.state == state and self.occurrence == occurrence)
-
-
-@attrs.frozen
-class Scenario:
-    """One thing that can happen to a saga: failures, crashes, duplicate starts.
-
-    Attributes:
-        plan: faults by step or compensation name (others succeed).
-        crash: at most one simulated crash, after which a fresh engine resumes.
-        duplicates: how many times the same start request is delivered again
-            (once right after the crash, if there is one, the others at the end).
-        second_crash: a crash of the engine that resumed after ``crash``
-            (occurrences count over the whole scenario).
-    """
-
-    plan: Mapping[str, Fault] = attrs.field(factory=dict)
-    crash: Crash | None = None
-    duplicates: int = 0
-    second_crash: Crash | None = None
-
-    @property
-    def crashes(self) -> tuple[Crash, ...]:
-        """The scenario's crashes, in the order they happen."""
-        return tuple(c for c in (self.crash, self.second_crash) if c is not None)
-
-
-@attrs.frozen
-class Call:
-    """One handler invocation the harness saw (including those it made fail).
-
-    Attributes:
-        state: the step or compensation.
-        attempt: its attempt number.
-        args: what the handler got after ``self``: ``(ctx,)`` or ``(ctx, result)``.
-        injected: whether the harness made it fail.
-        error: what the handler itself raised (``Type: message``), if it did.
-    """
-
-    state: str
-    attempt: int
-    args: tuple[Any, ...]
-    injected: bool
-    error: str | None = None
-
-    @property
-    def ran(self) -> bool:
-        """Whether the handler ran to its end (not injected, raised nothing)."""
-        return not self.injected and self.error is None
-
-
-@attrs.frozen
-class Outcome:
-    """What a harness run produced.
-
-    Attributes:
-        saga_id: the saga's id.
-        scenario: what the harness did to it.
-        status: its final status.
-        results: its step results, as stored.
-        history: its log, oldest first.
-        crashed: whether a simulated crash happened (and the saga was resumed).
-        calls: every handler invocation, in order.
-        returns: what each step's handler last returned, by step name.
-        duplicates_created: for each duplicate start, whether it created a saga
-            (it never should).
-        effects: what the run did to the outside world, as counted by the
-            harness's ``effects`` function (empty without one).
-        reached: every crash point the run reached, in order, each as the
-            ``Crash`` that would happen there (the crashes that did included).
-        crashes: the crashes that happened.
-        crashed_after: for each crash, how many log entries were committed before it.
-        state_before: the harness's ``state()`` before the run (``None`` without one).
-        state_after: the harness's ``state()`` after the run.
-    """
-
-    saga_id: str
-    scenario: Scenario
-    status: SagaStatus
-    results: Mapping[str, Any]
-    history: list[LogEntry]
-    crashed: bool
-    calls: list[Call]
-    returns: Mapping[str, Any]
-    duplicates_created: list[bool]
-    effects: Counter[str]
-    reached: tuple[Crash, ...] = ()
-    crashes: tuple[Crash, ...] = ()
-    crashed_after: tuple[int, ...] = ()
-    state_before: Any = None
-    state_after: Any = None
-
-    def ran(self) -> Counter[str]:
-        """How many times each handler ran to its end."""
-        return Counter(c.state for c in self.calls if c.ran)
-
-
-class _Injector(Hooks):
-    """Injects a scenario's faults and crashes through the engine's hooks, and
-    records every call and every crash point reached."""
-
-    def __init__(self, plan: Mapping[str, Fault], crashes: Iterable[Crash]) -> None:
-        self.plan = plan
-        self.pending_crashes = list(crashes)
-        # Injected failures the saga log has recorded, per state: a crash
-        # before the commit loses the record, so that attempt does not count.
-        self.failed: Counter[str] = Counter()
-        self.pending: str | None = None
-        self.leaving: str | None = None  # whose outcome the next commit records
-        self.counts: Counter[tuple[str, str]] = Counter()
-        self.reached: list[Crash] = []
-        self.crashes: list[Crash] = []
-        self.calls: list[Call] = []
-        self.returns: dict[str, Any] = {}
-
-    def _reach(self, point: CrashPointName, state: str) -> None:
-        self.counts[point, state] += 1
-        here = Crash(point, state, self.counts[point, state])
-        self.reached.append(here)
-        if self.pending_crashes and self.pending_crashes[0].fires_at(point, state, here.occurrence):
-            self.pending_crashes.pop(0)
-            self.crashes.append(here)
-            self.pending = None  # the failure it was about to record is lost
-            self.leaving = None
-            raise SimulatedCrash(f"simulated crash at {point} of {state}")
-
-    def call(
-        self, saga_id: str, state: str, attempt: int, fn: Callable[..., Any], args: tuple[Any, ...]
-    ) -> Any:
-        self._reach("before_handler", state)
-        fault = self.plan.get(state)
-        if fault is not None and (fault.times is None or self.failed[state] < fault.times):
-            self.calls.append(Call(state, attempt, args[1:], injected=True))
-            self.pending = state
-            # Extension point for in-doubt faults (issue #10): run ``fn`` first,
-            # then raise, once the engine compensates a step that failed in doubt.
-            raise fault.error(f"injected failure of {state} (attempt {attempt})")
-        index = len(self.calls)
-        self.calls.append(Call(state, attempt, args[1:], injected=False))
-        try:
-            result = fn(*args)
-        except Exception as exc:
-            self._raised(index, exc)
-            raise
-        if inspect.isawaitable(result):
-            # The runner awaits what the hook returns: hand it a coroutine that
-            # records the handler's real result, not the coroutine object.
-            return self._settle(index, len(args) == 2, result)
-        self._returned(index, len(args) == 2, result)
-        return result
-
-    async def _settle(self, index: int, is_step: bool, pending: Awaitable[Any]) -> Any:
-        try:
-            result = await pending
-        except Exception as exc:
-            self._raised(index, exc)
-            raise
-        self._returned(index, is_step, result)
-        return result
-
-    def _raised(self, index: int, exc: Exception) -> None:
-        self.calls[index] = attrs.evolve(self.calls[index], error=f"{type(exc).__name__}: {exc}")
-
-    def _returned(self, index: int, is_step: bool, result: Any) -> None:
-        if is_step:  # compensations get the result too
-            self.returns[self.calls[index].state] = result
-
-    def point(self, point: str, saga_id: str, state: str, attempt: int) -> None:
-        if point == "before_commit":
-            # ``state`` is the handler's: the commit records its outcome.
-            self.leaving = state
-            self._reach("before_commit", state)
-            return
-        # ``state`` is the one entered; the crash point belongs to the one left.
-        left, self.leaving = self.leaving, None
-        if self.pending is not None:
-            self.failed[self.pending] += 1
-            self.pending = None
-        if left is not None:
-            self._reach("after_commit", left)
-
-
-class _Clock:
-    """Virtual time: ``sleep`` moves it on at once."""
-
-    def __init__(self) -> None:
-        self.now = _EPOCH
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0)
-
-
-class _Loop:
-    """The one event loop a harness runs async sagas on: its own, or the
-    caller's (running in another thread) for ``aexplore``."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        self._loop = loop
-        self._runner: asyncio.Runner | None = None
-
-    def run(self, make: Callable[[], Coroutine[Any, Any, SagaRun]]) -> SagaRun:
-        if self._loop is not None:
-            return asyncio.run_coroutine_threadsafe(make(), self._loop).result()
-        if self._runner is None:
-            self._runner = asyncio.Runner()
-        return self._runner.run(make())
-
-    def close(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
+from statesaga.testing._injection import Dispatch, Injector, SimulatedCrash
+from statesaga.testing._outcome import Outcome
+from statesaga.testing._runtime import EventLoop, VirtualClock
+from statesaga.testing._scenario import Crash, Fault, Scenario
 
 
 @attrs.define
@@ -329,31 +51,11 @@ class _Run:
     saga_id: str
     input: Any
     scenario: Scenario
-    injector: _Injector
+    injector: Injector
     effects_before: Counter[str]
     state_before: Any
     duplicates: list[bool] = attrs.Factory(list)
     crashed_after: list[int] = attrs.Factory(list)
-
-
-class _Dispatch(Hooks):
-    """The hooks of several runs at once (``recover`` resumes them all)."""
-
-    def __init__(self, runs: Mapping[str, _Run]) -> None:
-        self.runs = runs
-
-    def call(
-        self, saga_id: str, state: str, attempt: int, fn: Callable[..., Any], args: tuple[Any, ...]
-    ) -> Any:
-        run = self.runs.get(saga_id)
-        if run is None:
-            return fn(*args)
-        return run.injector.call(saga_id, state, attempt, fn, args)
-
-    def point(self, point: str, saga_id: str, state: str, attempt: int) -> None:
-        run = self.runs.get(saga_id)
-        if run is not None:
-            run.injector.point(point, saga_id, state, attempt)
 
 
 class SagaHarness:
@@ -398,12 +100,12 @@ class SagaHarness:
             url = f"sqlite:///{os.path.join(self._tmpdir.name, 'sagas.db')}"
         self.url = url
         self.db = make_engine(url)
-        self._clock = _Clock()
+        self._clock = VirtualClock()
         self._async = any(
             s.is_async or (s.compensation is not None and s.compensation.is_async)
             for s in self.saga_type.spec.steps
         )
-        self._loop = _Loop(loop)
+        self._loop = EventLoop(loop)
         self._engines = [self._engine(), self._engine()]
         self._stranded: dict[str, _Run] = {}
         self.mark_crashes = True
@@ -480,7 +182,7 @@ class SagaHarness:
             saga_id=saga_id or uuid.uuid4().hex,
             input=input,
             scenario=scenario,
-            injector=_Injector(scenario.plan, scenario.crashes),
+            injector=Injector(scenario.plan, scenario.crashes),
             effects_before=self._count_effects(),
             state_before=self._snapshot(),
         )
@@ -537,7 +239,7 @@ class SagaHarness:
                         if not engine.get(run.saga_id).status.is_terminal:
                             self._drive(run, start=False)
                 else:
-                    engine.hooks = _Dispatch(runs)
+                    engine.hooks = Dispatch({sid: run.injector for sid, run in runs.items()})
                     report = engine.recover()
                     if report.skipped:
                         raise report.skipped[0]

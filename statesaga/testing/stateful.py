@@ -40,7 +40,9 @@ from sqlalchemy.engine import Engine
 
 from statesaga._definition import Saga
 from statesaga.testing._checks import examine, vacuous
-from statesaga.testing.harness import InjectedFault, Outcome, SagaHarness, Scenario
+from statesaga.testing._outcome import Outcome
+from statesaga.testing._scenario import InjectedFault, Scenario
+from statesaga.testing.harness import SagaHarness
 from statesaga.testing.invariants import InvariantViolation
 from statesaga.testing.strategies import explored_scenarios
 

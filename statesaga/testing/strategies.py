@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from statesaga._definition import Saga
 from statesaga.testing import _space
-from statesaga.testing.harness import CRASH_POINTS, Crash, Fault, InjectedFault, Scenario
+from statesaga.testing._scenario import CRASH_POINTS, Crash, Fault, InjectedFault, Scenario
 
 
 def faults(
