@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         DefinitionConflict,
         EngineClosed,
         HistoryMismatch,
+        InDoubt,
         InvalidDefinition,
         InvalidEvent,
         InvalidInput,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     )
     from statesaga._handlers import Hooks, StepContext
     from statesaga._machine import SagaMachine
-    from statesaga._spec import CompensationSpec, Retry, SagaSpec, StepSpec
+    from statesaga._spec import NOT_COMPLETED, CompensationSpec, Retry, SagaSpec, StepSpec
     from statesaga._status import EntryStatus, SagaStatus
     from statesaga._views import LogEntry, SagaRun, SagaSummary
     from statesaga._worker import RecoveryReport, Worker
@@ -64,6 +65,7 @@ _SOURCES = {
         "DefinitionConflict",
         "EngineClosed",
         "HistoryMismatch",
+        "InDoubt",
         "InvalidDefinition",
         "InvalidEvent",
         "InvalidInput",
@@ -82,13 +84,14 @@ _SOURCES = {
     ),
     "statesaga._machine": ("SagaMachine",),
     "statesaga._handlers": ("Hooks", "StepContext"),
-    "statesaga._spec": ("CompensationSpec", "Retry", "SagaSpec", "StepSpec"),
+    "statesaga._spec": ("NOT_COMPLETED", "CompensationSpec", "Retry", "SagaSpec", "StepSpec"),
     "statesaga._status": ("EntryStatus", "SagaStatus"),
     "statesaga._views": ("LogEntry", "SagaRun", "SagaSummary"),
     "statesaga._worker": ("RecoveryReport", "Worker"),
 }
 
 __all__ = [
+    "NOT_COMPLETED",
     "BrokerError",
     "CompensationSpec",
     "ConcurrentUpdate",
@@ -99,6 +102,7 @@ __all__ = [
     "EntryStatus",
     "HistoryMismatch",
     "Hooks",
+    "InDoubt",
     "InvalidDefinition",
     "InvalidEvent",
     "InvalidInput",

@@ -64,12 +64,20 @@ class _StepDecl:
     """What ``@step`` leaves in the class body until the class compiles it."""
 
     def __init__(
-        self, fn: Handler, retry: Retry | None, transactional: bool, timeout: float | None
+        self,
+        fn: Handler,
+        retry: Retry | None,
+        transactional: bool,
+        timeout: float | None,
+        in_doubt: Any = (),
+        compensate_failed: bool = False,
     ) -> None:
         self.fn = fn
         self.retry = retry
         self.transactional = transactional
         self.timeout = timeout
+        self.in_doubt = in_doubt
+        self.compensate_failed = compensate_failed
         self.compensations: list[_CompensationDecl] = []
         self.owner: type | None = None
 
@@ -121,7 +129,12 @@ class _StepDecl:
 def step(fn: Handler, /) -> _StepDecl: ...
 @overload
 def step(
-    *, retry: Retry | None = None, transactional: bool = False, timeout: float | None = None
+    *,
+    retry: Retry | None = None,
+    transactional: bool = False,
+    timeout: float | None = None,
+    in_doubt: type[BaseException] | tuple[type[BaseException], ...] = (),
+    compensate_failed: bool = False,
 ) -> Callable[[Handler], _StepDecl]: ...
 
 
@@ -132,6 +145,8 @@ def step(
     retry: Retry | None = None,
     transactional: bool = False,
     timeout: float | None = None,
+    in_doubt: type[BaseException] | tuple[type[BaseException], ...] = (),
+    compensate_failed: bool = False,
 ) -> _StepDecl | Callable[[Handler], _StepDecl]:
     """Declare a saga step: a method ``(self, ctx) -> result``.
 
@@ -146,11 +161,17 @@ def step(
         transactional: run inside the transaction that records the step's
             completion, with ``ctx.connection`` for writes that must commit with it.
         timeout: seconds one attempt may take (see the README on what a timeout
-            can and cannot stop).
+            can and cannot stop). A timeout is a failure *in doubt*.
+        in_doubt: exception types after which the handler may have acted (the
+            request went out, no answer came: ``httpx.ReadTimeout``,
+            ``ConnectionError``). A step that fails for good in doubt — so
+            listed, timed out, or by ``raise InDoubt(...)`` — has its own
+            compensation run first, handed ``NOT_COMPLETED``; it needs one.
+        compensate_failed: every failure of the step is in doubt.
     """
 
     def wrap(f: Handler) -> _StepDecl:
-        return _StepDecl(f, retry, transactional, timeout)
+        return _StepDecl(f, retry, transactional, timeout, in_doubt, compensate_failed)
 
     return wrap if fn is None else wrap(fn)
 
@@ -348,14 +369,16 @@ def compile_spec(cls: type) -> SagaSpec:
         _check_signature(label, f"step {attr!r}", handler, ("self", "ctx"))
         if d.timeout is not None and d.timeout <= 0:
             raise InvalidDefinition(label, f"step {attr!r}: timeout must be > 0 seconds")
-        comp = None
-        if attr in comp_of and index == len(decls) - 1:
+        in_doubt = _in_doubt_types(label, attr, d.in_doubt)
+        if (in_doubt or d.compensate_failed) and attr not in comp_of:
+            option = "compensate_failed=True" if d.compensate_failed else "in_doubt=..."
             raise InvalidDefinition(
                 label,
-                f"step {attr!r} is the last step, so its compensation "
-                f"{comp_of[attr].fn.__name__!r} could never run (only steps completed before "
-                "a failing one are compensated); remove it or add a step after it",
+                f"step {attr!r} has {option} but no compensation: a failure in doubt "
+                "would leave its effect in place; add a compensation (it is handed "
+                "NOT_COMPLETED when the step did not complete)",
             )
+        comp = None
         if attr in comp_of:
             c = comp_of[attr]
             cname = c.fn.__name__
@@ -380,10 +403,22 @@ def compile_spec(cls: type) -> SagaSpec:
                 result_type=_return_type(handler),
                 compensation=comp,
                 is_async=inspect.iscoroutinefunction(handler),
+                in_doubt=in_doubt,
+                compensate_failed=bool(d.compensate_failed),
             )
         )
     fingerprint = _fingerprint(name, version, steps)
     return SagaSpec(name, version, input_type, tuple(steps), fingerprint, deadline)
+
+
+def _in_doubt_types(label: str, step: str, value: Any) -> tuple[type[BaseException], ...]:
+    types = tuple(value) if isinstance(value, list | tuple) else (value,)
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise InvalidDefinition(
+                label, f"step {step!r}: in_doubt takes exception classes, got {t!r}"
+            )
+    return types
 
 
 def _fingerprint(name: str, version: int, steps: list[StepSpec]) -> str:

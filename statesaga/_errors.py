@@ -17,6 +17,7 @@ as attributes, and their message says what to do::
     │   └── CorruptSaga                    its row or log is damaged: not read, not acted on
     ├── HistoryMismatch (ValueError)       a saga log is not a path of its definition's machine
     ├── StepTimeout (TimeoutError)         one attempt of a step took longer than its timeout
+    ├── InDoubt (RuntimeError)             a handler failed after it may have acted (it raises it)
     ├── DeadlineExceeded (TimeoutError)    the saga's deadline passed before a step could start
     ├── ConcurrentUpdate (RuntimeError)    another runner changed the saga first; this one stops
     ├── InvalidTransition (RuntimeError)   a trigger the current state does not accept (a bug)
@@ -184,11 +185,22 @@ class ConcurrentUpdate(StateSagaError, RuntimeError):
         self.saga_id = saga_id
 
 
+class InDoubt(StateSagaError, RuntimeError):
+    """Raised by a step's handler: it failed, and its effect may have happened
+    (the request went out, the answer never came).
+
+    A step that fails for good in doubt is compensated itself, first: its
+    compensation runs with ``NOT_COMPLETED`` in place of a result, then the
+    completed steps' compensations in reverse. Raise it ``from`` the cause.
+    """
+
+
 class StepTimeout(StateSagaError, TimeoutError):
     """One attempt of a step took longer than the step's ``timeout``.
 
     It counts as a failed attempt for the step's retry policy (retry on
-    ``TimeoutError`` or ``StepTimeout`` to retry it).
+    ``TimeoutError`` or ``StepTimeout`` to retry it), and as a failure in doubt:
+    the handler may have acted before its time ran out.
     """
 
     def __init__(self, saga_id: str, step: str, timeout: float) -> None:

@@ -48,6 +48,13 @@ class StepContext:
     results: Mapping[str, Any]
     connection: Connection | None = None
 
+    @property
+    def step_key(self) -> str:
+        """The idempotency key of the step itself (for a step, ``idempotency_key``).
+        A compensation handed ``NOT_COMPLETED`` looks up by it what the step's
+        attempts may have done."""
+        return f"{self.saga_id}:{self.step}"
+
 
 class Hooks:
     """Observation and fault-injection points inside the runner.

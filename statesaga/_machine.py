@@ -9,7 +9,9 @@ one per step, one per compensation, and the terminals ``completed``,
 - ``retry``: a failed attempt that its policy retries re-enters the same state;
 - ``fail``: a step's final failure moves to the compensation of the closest
   completed step below it that has one (or ``failed``); a compensation's final
-  failure is recorded and compensation goes on (ending ``compensation_failed``).
+  failure is recorded and compensation goes on (ending ``compensation_failed``);
+- ``fail_in_doubt``: a step's final failure after its handler may have acted
+  moves to the step's own compensation, which then goes on down the chain.
 
 ``transitions`` builds and validates the machine (``SagaMachine.fsm``). The
 runner dispatches each trigger on the machine's own transition table — per
@@ -123,6 +125,8 @@ class SagaMachine:
             ts.append(TransitionInfo("retry", s.name, s.name, "retry"))
             below = compensation_below(s.index)
             ts.append(TransitionInfo("fail", s.name, below or "failed", "fail"))
+            if s.compensation:
+                ts.append(TransitionInfo("fail_in_doubt", s.name, s.compensation.name, "in_doubt"))
         for s in reversed(steps):
             if not s.compensation:
                 continue

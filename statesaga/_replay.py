@@ -27,11 +27,13 @@ ENTERED: Mapping[StateKind, EntryStatus] = {
     "compensation": EntryStatus.COMPENSATING,
 }
 #: The entry that ends an attempt, by the state's kind and the trigger it fires:
-#: ``succeed``; ``retry`` (it failed, another attempt follows); ``fail`` (for good).
+#: ``succeed``; ``retry`` (it failed, another attempt follows); ``fail`` (for good);
+#: ``fail_in_doubt`` (for good, after the handler may have acted).
 OUTCOMES: Mapping[tuple[StateKind, str], EntryStatus] = {
     ("step", "succeed"): EntryStatus.COMPLETED,
     ("step", "retry"): EntryStatus.RETRYING,
     ("step", "fail"): EntryStatus.FAILED,
+    ("step", "fail_in_doubt"): EntryStatus.FAILED_IN_DOUBT,
     ("compensation", "succeed"): EntryStatus.COMPENSATED,
     ("compensation", "retry"): EntryStatus.COMPENSATION_RETRYING,
     ("compensation", "fail"): EntryStatus.COMPENSATION_FAILED,

@@ -29,14 +29,15 @@ from statesaga._errors import (
     CorruptSaga,
     DeadlineExceeded,
     HistoryMismatch,
+    InDoubt,
     SerializationError,
+    StepTimeout,
 )
-from statesaga._handlers import INTERRUPTS, HandlerLoop, Handlers, Interrupted, describe
-from statesaga._handlers import Hooks as Hooks  # statesaga.testing still imports it from here
+from statesaga._handlers import INTERRUPTS, HandlerLoop, Handlers, Hooks, Interrupted, describe
 from statesaga._leases import LeaseLost, Leases
 from statesaga._live import LiveRun, Results
 from statesaga._registry import Definition
-from statesaga._spec import Retry, StepSpec
+from statesaga._spec import NOT_COMPLETED, Retry, StepSpec
 from statesaga._views import SagaRun
 from statesaga.store import SagaRow, SqlStore
 
@@ -52,6 +53,20 @@ class _Rollback(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+#: Failures after which a step's handler may have acted, whatever the step says.
+_IN_DOUBT: tuple[type[BaseException], ...] = (StepTimeout, InDoubt, SerializationError)
+
+
+def _in_doubt(step: StepSpec, error: Exception) -> bool:
+    """Whether ``step`` failing with ``error`` may have left its effect behind (and
+    it has a compensation to undo it): it timed out, raised ``InDoubt`` or an error
+    it lists as in doubt, returned a result that cannot be stored, or it treats
+    every failure so (``compensate_failed``)."""
+    if step.compensation is None:
+        return False
+    return step.compensate_failed or isinstance(error, _IN_DOUBT + step.in_doubt)
 
 
 def _wait(run: LiveRun, now: float) -> float:
@@ -211,8 +226,8 @@ class Runner:
     def _interrupted(self, run: LiveRun, exc: BaseException) -> None:
         """Say in the log that the attempt in flight was interrupted (best effort:
         the process may be going down)."""
-        if run.awaiting or run.tx is not None:
-            return  # no attempt in flight, or its transaction is rolling back
+        if run.awaiting or run.tx is not None or run.defn.machine.is_terminal(run.state):
+            return  # no attempt in flight (or the saga ended), or its transaction rolls back
         changes, entry = run.defn.journal.interrupted(
             run.saga_id, run.seq, run.state, run.attempt, run.error, describe(exc), self.clock()
         )
@@ -246,7 +261,7 @@ class Runner:
 
             return record
 
-        self._attempt(run, step.transactional, step.retry, invoke, compensation=False)
+        self._attempt(run, step.transactional, step.retry, invoke, step)
 
     def _attempt_compensation(self, run: LiveRun, step: StepSpec) -> None:
         comp = step.compensation
@@ -254,7 +269,10 @@ class Runner:
 
         def invoke(connection: Connection | None) -> Callable[[], None]:
             ctx = self.handlers.context(run, step.name, comp.name, connection)
-            args = (run.defn.saga, ctx, Results(run, run.defn.spec).get(step.name))
+            # A step that failed in doubt has no result: its compensation gets the marker.
+            done = step.name in run.results
+            result = Results(run, run.defn.spec)[step.name] if done else NOT_COMPLETED
+            args = (run.defn.saga, ctx, result)
             self.handlers.call(run, comp.handler, args, None, comp.name, comp.is_async)
 
             def record() -> None:
@@ -263,7 +281,7 @@ class Runner:
 
             return record
 
-        self._attempt(run, comp.transactional, comp.retry, invoke, compensation=True)
+        self._attempt(run, comp.transactional, comp.retry, invoke, None)
 
     def _attempt(
         self,
@@ -271,16 +289,17 @@ class Runner:
         transactional: bool,
         retry: Retry,
         invoke: Callable[[Connection | None], Callable[[], None]],
-        compensation: bool,
+        step: StepSpec | None,
     ) -> None:
-        """Make one attempt: ``invoke`` runs the handler and returns how to record
-        its success; a failure goes to the retry policy. A transactional attempt
-        runs the handler and records its success in one transaction."""
+        """Make one attempt (of ``step``; ``None``: of a compensation): ``invoke``
+        runs the handler and returns how to record its success; a failure goes to
+        the retry policy. A transactional attempt runs the handler and records its
+        success in one transaction."""
         if not transactional:
             try:
                 record = invoke(None)
             except Exception as exc:
-                self._failed(run, retry, exc, compensation)
+                self._failed(run, retry, exc, step)
                 return
             record()
             return
@@ -297,7 +316,7 @@ class Runner:
                 finally:
                     run.tx = None
         except _Rollback as rollback:
-            self._failed(run, retry, rollback.error, compensation)
+            self._failed(run, retry, rollback.error, step)
             return
         self._probe("after_commit", run)
 
@@ -311,7 +330,10 @@ class Runner:
                 run.defn.spec.name, run.saga_id, step.name, result, str(exc)
             ) from exc
 
-    def _failed(self, run: LiveRun, retry: Retry, error: Exception, compensation: bool) -> None:
+    def _failed(self, run: LiveRun, retry: Retry, error: Exception, step: StepSpec | None) -> None:
+        """A failed attempt (of ``step``; ``None``: of a compensation): retry it,
+        or fail for good — in doubt when the step's handler may have acted, so
+        that its own compensation runs first."""
         run.failures += 1
         run.outcome = describe(error)
         if not isinstance(error, _FINAL) and retry.should_retry(error, run.failures):
@@ -320,13 +342,14 @@ class Runner:
             # A run that parks lets the saga go for the delay: any runner takes it when due.
             run.parked = run.parks and delay > 0
             self._fire(run, "retry")
-            run.awaiting = True
             return
-        if compensation:
+        if step is None:
             run.comp_failed = True
-        elif run.error is None:
+            self._fire(run, "fail")
+            return
+        if run.error is None:
             run.error = run.outcome
-        self._fire(run, "fail")
+        self._fire(run, "fail_in_doubt" if _in_doubt(step, error) else "fail")
 
     # -- one transition ---------------------------------------------------
 
@@ -363,7 +386,9 @@ class Runner:
         run.state = dest
         run.seq = changes["seq"]
         run.attempt = changes["attempt"]
-        if trigger != "retry":
+        if trigger == "retry":
+            run.awaiting = True  # its next attempt begins (and is logged) when it starts
+        else:
             run.failures = 0
         if run.tx is None:
             self._probe("after_commit", run)

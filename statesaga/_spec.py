@@ -20,15 +20,42 @@ Handler = Callable[..., Any]
 #: The terminal states of every saga machine (``compensation_failed`` only
 #: where some compensation exists to fail).
 TERMINALS = ("completed", "failed", "compensation_failed")
-#: The machine's triggers: an attempt succeeded, failed and is retried, failed for good.
-TRIGGERS = ("succeed", "retry", "fail")
+#: The machine's triggers: an attempt succeeded, failed and is retried, failed for
+#: good, or (a step with a compensation) failed for good after it may have acted.
+TRIGGERS = ("succeed", "retry", "fail", "fail_in_doubt")
 
 #: What an FSM state is: a step, a compensation, or a terminal.
 StateKind = Literal["step", "compensation", "terminal"]
 #: What an FSM transition means in the saga.
 TransitionKind = Literal[
-    "forward", "complete", "retry", "fail", "compensate", "compensation_failed", "finish"
+    "forward",
+    "complete",
+    "retry",
+    "fail",
+    "in_doubt",
+    "compensate",
+    "compensation_failed",
+    "finish",
 ]
+
+
+class _NotCompleted:
+    """What a compensation is handed when its step did not complete (it failed
+    in doubt): ``NOT_COMPLETED``, falsy; compare with ``is``."""
+
+    def __repr__(self) -> str:
+        return "NOT_COMPLETED"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: What a compensation is handed instead of a result when its step did not
+#: complete: the step failed in doubt (a timeout, an error it lists as in doubt,
+#: ``InDoubt``), so its effect may or may not exist. The compensation must undo
+#: whatever exists and tolerate that nothing does (look it up by
+#: ``ctx.idempotency_key``'s step key, which the step's attempts used too).
+NOT_COMPLETED: Any = _NotCompleted()
 
 
 def status_of(kind: StateKind, state: str) -> SagaStatus:
@@ -132,6 +159,9 @@ class StepSpec:
         result_type: the handler's return annotation, used to rebuild stored results.
         compensation: its compensation, or ``None``.
         is_async: whether the handler is ``async def``.
+        in_doubt: exception types whose failure leaves the step in doubt (its
+            handler may have acted), besides timeouts and ``InDoubt``.
+        compensate_failed: every failure of the step is in doubt.
     """
 
     name: str
@@ -143,6 +173,8 @@ class StepSpec:
     result_type: Any
     compensation: CompensationSpec | None
     is_async: bool = False
+    in_doubt: tuple[type[BaseException], ...] = ()
+    compensate_failed: bool = False
 
 
 @attrs.frozen

@@ -28,14 +28,18 @@ class EntryStatus(enum.StrEnum):
     starts); ``completed``/``compensated`` end it well; ``retrying``/
     ``compensation_retrying`` end it failed, with another attempt to come after
     the retry delay; ``failed``/``compensation_failed`` end it failed for good;
-    ``interrupted`` ends it neither (Ctrl-C, shutdown, a cancelled task): the
-    same attempt is made again when a runner takes the saga.
+    ``failed_in_doubt`` ends a step's attempt failed for good after its handler
+    may have acted (a timeout, an error the step lists as in doubt, ``InDoubt``):
+    the step's own compensation runs next; ``interrupted`` ends it neither
+    (Ctrl-C, shutdown, a cancelled task): the same attempt is made again when a
+    runner takes the saga.
     """
 
     EXECUTING = "executing"
     COMPLETED = "completed"
     RETRYING = "retrying"
     FAILED = "failed"
+    FAILED_IN_DOUBT = "failed_in_doubt"
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
     COMPENSATION_RETRYING = "compensation_retrying"

@@ -63,7 +63,10 @@ def test_machine_states_and_transitions_are_inspectable() -> None:
     assert ("succeed", "cancel_order", "compensation_failed") in edges
     assert ("fail", "cancel_order", "compensation_failed") in edges
     assert all(("retry", s.name, s.name) in edges for s in m.states if s.kind != "terminal")
-    assert len(edges) == len(m.transitions) == 22
+    # A step with a compensation that fails in doubt enters that compensation first.
+    assert ("fail_in_doubt", "charge_payment", "refund_payment") in edges
+    assert not any(t == "fail_in_doubt" and s == "confirm_order" for t, s, _ in edges)
+    assert len(edges) == len(m.transitions) == 25
 
 
 def test_machine_without_compensations_has_no_compensation_failed_state() -> None:
@@ -240,19 +243,26 @@ def test_same_compensation_name_twice() -> None:
             def refund(self, ctx, result): ...  # noqa: F811
 
 
-def test_compensation_of_last_step_is_unreachable() -> None:
-    """The last step's compensation could never run, so declaring one is an error."""
-    with _raises("step 'ship' is the last step, so its compensation 'unship' could never run"):
+def test_compensation_of_the_last_step_is_reached_only_in_doubt() -> None:
+    """The last step may have a compensation: the only way into it is the last
+    step failing in doubt (its success completes the saga)."""
 
-        class Dead(Saga):
-            @step
-            def pack(self, ctx): ...
+    class Ship(Saga):
+        @step
+        def pack(self, ctx): ...
 
-            @step
-            def ship(self, ctx): ...
+        @step
+        def ship(self, ctx): ...
 
-            @ship.compensate
-            def unship(self, ctx, result): ...
+        @ship.compensate
+        def unship(self, ctx, result): ...
+
+    into = {
+        (t.trigger, t.source)
+        for t in Ship.machine.transitions
+        if t.dest == "unship" and t.source != "unship"
+    }
+    assert into == {("fail_in_doubt", "ship")}
 
 
 def test_compensation_name_clashes_with_step() -> None:

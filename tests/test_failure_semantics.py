@@ -96,6 +96,52 @@ def test_an_interrupt_leaves_the_saga_where_it_was(
     assert ship == [("executing", 1), ("interrupted", 1), ("executing", 2), ("completed", 2)]
 
 
+class InterruptAt(Hooks):
+    """Ctrl-C at the first ``point`` (``before_commit``/``after_commit``) seen in
+    ``state``: the moments a signal can land between two writes."""
+
+    def __init__(self, point: str, state: str) -> None:
+        self.point_name = point
+        self.state = state
+        self.fired = False
+
+    def point(self, point: str, saga_id: str, state: str, attempt: int) -> None:
+        if point == self.point_name and state == self.state and not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_an_interrupt_right_after_a_retry_is_committed_leaves_the_log_whole(
+    new_engine: Callable[..., SagaEngine], point: str
+) -> None:
+    """(2) Ctrl-C landing just after the commit that schedules a retry: no attempt
+    is in flight then, so nothing is logged as interrupted (it used to log one,
+    and the saga's log was then no path of its machine: corrupt, never resumed)."""
+    failures = iter([RuntimeError("busy")])
+
+    class Flaky(Saga):
+        name = "flaky-interrupted"
+
+        @step(retry=Retry(max_attempts=2))
+        def call(self, ctx: StepContext) -> str:
+            error = next(failures, None)
+            if error is not None:
+                raise error
+            return "ok"
+
+    engine = new_engine()
+    engine.register(Flaky)
+    engine.hooks = InterruptAt(point, "call")
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(Flaky, None, saga_id="flaky-1")
+    engine.hooks = None
+    assert engine.resume("flaky-1").status is SagaStatus.COMPLETED
+    statuses = [e.status.value for e in engine.history("flaky-1")]
+    if point == "after_commit":
+        assert statuses == ["executing", "retrying", "executing", "completed"]
+
+
 class AsyncShip(Saga):
     """An async step the application's shutdown cancels."""
 

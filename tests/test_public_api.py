@@ -24,12 +24,14 @@ PUBLIC: dict[str, list[str]] = {
         "EntryStatus",
         "HistoryMismatch",
         "Hooks",
+        "InDoubt",
         "InvalidDefinition",
         "InvalidEvent",
         "InvalidInput",
         "InvalidParticipant",
         "InvalidTransition",
         "LogEntry",
+        "NOT_COMPLETED",
         "NestedTransaction",
         "NotRegistered",
         "RecoveryReport",
@@ -162,6 +164,7 @@ OUTSIDE_THE_TREE = {
     "statesaga._handlers.Interrupted",
     # The example sagas' own errors: they stand for a user's services, not statesaga.
     "statesaga.examples.services.ServiceError",
+    "statesaga.examples.services.ServiceTimeout",
     "statesaga.examples.transfer.InsufficientFunds",
 }
 

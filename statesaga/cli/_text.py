@@ -34,6 +34,7 @@ STATUS_COLOURS = {
     "compensated": "yellow",
     "completed": "green",
     "failed": "red",
+    "failed_in_doubt": "red",
     "compensation_failed": "bright_red",
 }
 

@@ -286,7 +286,7 @@ def _edge_attrs(e: Edge, overlay: bool) -> dict[str, str]:
         attrs.update(penwidth="2", weight="10")
     elif e.kind == "retry":
         attrs.update(style="dotted", penwidth="1.2")
-    elif e.kind in ("fail", "compensation_failed"):
+    elif e.kind in ("fail", "in_doubt", "compensation_failed"):
         attrs.update(style="dashed", penwidth="1.2", constraint="false")
     else:  # finish
         attrs.update(penwidth="1.5", constraint="false")

@@ -99,6 +99,8 @@ def label(t: TransitionInfo) -> str | None:
         return "retry"
     if t.kind == "fail":
         return "fail"
+    if t.kind == "in_doubt":
+        return "in doubt"
     if t.kind == "compensation_failed":
         return "fail" if t.dest in TERMINALS else "fail, go on"
     if t.kind == "finish":

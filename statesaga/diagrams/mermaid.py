@@ -89,6 +89,7 @@ LINKS: Mapping[str, tuple[str, str, float, str | None]] = {
     "start": ("-->", TEXT, 1.5, None),
     "forward": ("==>", EDGE_COLOUR["forward"], 3, None),
     "fail": ("-.->", EDGE_COLOUR["fail"], 2, "7 4"),
+    "in_doubt": ("-.->", EDGE_COLOUR["in_doubt"], 2, "3 3"),
     "compensate": ("==>", EDGE_COLOUR["compensate"], 3, None),
     "go_on": ("-.->", EDGE_COLOUR["compensation_failed"], 1.5, "2 3"),
     "retry": ("-.->", EDGE_COLOUR["retry"], 1.5, "1 3"),

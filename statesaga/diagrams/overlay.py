@@ -74,7 +74,7 @@ def read_log(
             machine.spec.key, f"the saga is {status} but its log {ends} in {end.name!r}"
         )
     succeeded = {m.source for m in walked.moves if m.trigger == "succeed"}
-    gave_up = {m.source for m in walked.moves if m.trigger == "fail"}
+    gave_up = {m.source for m in walked.moves if m.trigger in ("fail", "fail_in_doubt")}
     errors = {m.source: m.error for m in walked.moves if m.error}
     comp_of = {st.step: st.name for st in machine.states if st.kind == "compensation"}
 

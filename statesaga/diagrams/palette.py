@@ -53,6 +53,7 @@ EDGE_COLOUR: Mapping[TransitionKind, str] = {
     "complete": BLUE,
     "retry": GREY,
     "fail": RED,
+    "in_doubt": RED,
     "compensate": ORANGE,
     "compensation_failed": DARK_RED,
     "finish": ORANGE,

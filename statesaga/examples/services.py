@@ -16,7 +16,7 @@ import zlib
 from collections import Counter
 from typing import Any
 
-__all__ = ["FakeServices", "ServiceError"]
+__all__ = ["FakeServices", "ServiceError", "ServiceTimeout"]
 
 #: Operations that take back another's record (named in one of their fields), and which.
 UNDOES = {
@@ -34,6 +34,10 @@ class ServiceError(Exception):
     """A (simulated) failure of a remote service."""
 
 
+class ServiceTimeout(ServiceError):
+    """A (simulated) call that acted but whose answer never came: in doubt."""
+
+
 class FakeServices:
     """The fakes, sharing one effect log and one failure plan."""
 
@@ -41,33 +45,52 @@ class FakeServices:
         self.records: dict[str, dict[str, Any]] = {}
         self.effects: list[tuple[str, str]] = []  # (operation, key), in order
         self._failures: dict[str, int | None] = {}
+        self._after_acting: set[str] = set()
         self._counts: Counter[str] = Counter()
         self._in_force: Counter[str] = Counter()
         self._undone: set[str] = set()
 
-    def fail(self, operation: str, times: int | None = 1) -> None:
-        """Make the next ``times`` calls of ``operation`` fail (``None``: all of them)."""
+    def fail(self, operation: str, times: int | None = 1, *, after_acting: bool = False) -> None:
+        """Make the next ``times`` calls of ``operation`` fail (``None``: all of them):
+        before acting with ``ServiceError``, or ``after_acting`` with
+        ``ServiceTimeout`` (the effect is made, the answer lost)."""
         self._failures[operation] = times
+        if after_acting:
+            self._after_acting.add(operation)
+        else:
+            self._after_acting.discard(operation)
 
     def heal(self) -> None:
         """Forget every planned failure."""
         self._failures.clear()
+        self._after_acting.clear()
 
     def call(self, operation: str, key: str, **fields: Any) -> str:
         """Perform ``operation`` once per ``key``; return the record id."""
+        failing = False
         if operation in self._failures:
             left = self._failures[operation]
             if left is None or left > 0:
                 if left is not None:
                     self._failures[operation] = left - 1
-                raise ServiceError(f"{operation} is unavailable")
-        record_id = f"{operation.partition('.')[0]}-{zlib.crc32(key.encode()):08x}"
+                failing = True
+                if operation not in self._after_acting:
+                    raise ServiceError(f"{operation} is unavailable")
+        record_id = _record_id(operation, key)
         if record_id not in self.records:
-            self.records[record_id] = {"operation": operation, **fields}
+            self.records[record_id] = {"operation": operation, "key": key, **fields}
             self.effects.append((operation, key))
             self._counts[operation] += 1
             self._track(operation, record_id, fields)
+        if failing:
+            raise ServiceTimeout(f"{operation} timed out (it may have acted)")
         return record_id
+
+    def find(self, operation: str, key: str) -> str | None:
+        """The record ``operation`` made for ``key``, if any: how a compensation
+        handed ``NOT_COMPLETED`` finds what an in-doubt step did."""
+        record_id = _record_id(operation, key)
+        return record_id if record_id in self.records else None
 
     def _track(self, operation: str, record_id: str, fields: dict[str, Any]) -> None:
         if operation in _UNDOABLE:
@@ -97,3 +120,7 @@ class FakeServices:
     def count(self, operation: str) -> Counter[str]:
         """How many effects ``operation`` made, per key."""
         return Counter(key for op, key in self.effects if op == operation)
+
+
+def _record_id(operation: str, key: str) -> str:
+    return f"{operation.partition('.')[0]}-{zlib.crc32(key.encode()):08x}"

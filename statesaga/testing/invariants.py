@@ -22,7 +22,10 @@ _STEP_STATUSES = (
     EntryStatus.COMPLETED,
     EntryStatus.RETRYING,
     EntryStatus.FAILED,
+    EntryStatus.FAILED_IN_DOUBT,
 )
+#: A step's final failure: definite, or in doubt (its own compensation runs first).
+_FAILED = (EntryStatus.FAILED, EntryStatus.FAILED_IN_DOUBT)
 #: Entries that are no step's or compensation's final outcome: starts, and attempts
 #: that failed with another to follow.
 _NOT_OUTCOMES = (
@@ -108,9 +111,11 @@ def check_saga(spec: SagaSpec, status: SagaStatus, history: Sequence[LogEntry]) 
     - it reached a terminal status;
     - completed: each step completed exactly once, in order, and nothing was compensated;
     - failed / compensation_failed: exactly one step failed for good, after all
-      the steps before it completed; every completed step that has a
-      compensation was compensated exactly once, in reverse order; nothing was
-      compensated that never completed, nor any step without a compensation;
+      the steps before it completed; if it failed in doubt, its own compensation
+      ran first; every completed step that has a compensation was compensated
+      exactly once, in reverse order; nothing else was compensated (no step
+      that never completed and did not fail in doubt, no step without a
+      compensation);
     - compensation_failed if and only if some compensation failed for good.
 
     Raises:
@@ -136,17 +141,22 @@ def saga_problem(spec: SagaSpec, status: SagaStatus, history: Sequence[LogEntry]
         if backward:
             return "completed, but something was compensated"
         return None
-    failed = [step for step, st in forward if st is EntryStatus.FAILED]
-    if len(failed) != 1 or forward[-1][1] is not EntryStatus.FAILED:
+    failed = [step for step, st in forward if st in _FAILED]
+    if len(failed) != 1 or forward[-1][1] not in _FAILED:
         return f"ended {status.value}, but the steps that failed for good were {failed}"
     if completed != order[: len(completed)] or failed[0] != order[len(completed)]:
         return "the steps did not run in their declared order"
-    expected = [s for s in reversed(completed) if spec.step(s).compensation is not None]
+    in_doubt = forward[-1][1] is EntryStatus.FAILED_IN_DOUBT
+    if in_doubt and spec.step(failed[0]).compensation is None:
+        return f"step {failed[0]!r} failed in doubt, but it has no compensation"
+    expected = [failed[0]] if in_doubt else []
+    expected += [s for s in reversed(completed) if spec.step(s).compensation is not None]
     compensated = [step for step, _ in backward]
     if compensated != expected:
         return (
             f"compensations ran for {compensated}; expected exactly {expected} "
-            "(each completed step with a compensation, once, in reverse order)"
+            "(a step that failed in doubt first, then each completed step with a "
+            "compensation, once, in reverse order)"
         )
     comp_failed = any(st is EntryStatus.COMPENSATION_FAILED for _, st in backward)
     if comp_failed != (status is SagaStatus.COMPENSATION_FAILED):
