@@ -20,7 +20,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from sqlalchemy.engine import Engine
@@ -42,6 +42,9 @@ from statesaga._views import LogEntry, SagaRun, SagaSummary
 from statesaga._worker import Crew, RecoveryReport, Worker
 from statesaga.store import SqlStore, make_engine
 from statesaga.store.migrations import upgrade
+
+if TYPE_CHECKING:
+    from statesaga.choreography import Broker
 
 
 class SagaEngine:
@@ -304,7 +307,14 @@ class SagaEngine:
         self.store.ensure_schema()
         return Worker(self, concurrency).drain(wait)
 
-    def worker(self, concurrency: int = 8, *, poll: float = 1.0, grace: float = 30.0) -> Worker:
+    def worker(
+        self,
+        concurrency: int = 8,
+        *,
+        poll: float = 1.0,
+        grace: float = 30.0,
+        relay: Broker | None = None,
+    ) -> Worker:
         """A worker that claims and drives this engine's sagas (see ``Worker``):
         ``run()`` it, ``start()`` it in a thread, or enter it (``with``/``async with``).
 
@@ -312,9 +322,17 @@ class SagaEngine:
             concurrency: sagas driven at once; it never claims more.
             poll: the longest idle wait between claims, in seconds.
             grace: seconds a stop lets running handlers finish.
+            relay: a broker (``statesaga.choreography.RabbitMQ``, say): the worker
+                then also relays the choreography's outbox from this engine's
+                database to it, claiming events with the engine's lease length.
         """
         self.store.ensure_schema()
-        return Worker(self, concurrency, poll=poll, grace=grace)
+        runs_relay = None
+        if relay is not None:
+            from statesaga.choreography import Relay
+
+            runs_relay = Relay(self, relay, lease=self._leases.length, clock=self._clock)
+        return Worker(self, concurrency, poll=poll, grace=grace, relay=runs_relay)
 
     # -- reading ----------------------------------------------------------
 

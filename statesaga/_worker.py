@@ -16,6 +16,12 @@ elsewhere, the next parked saga's due time, or a poll that backs off from
 
 Async handlers run on one long-lived event loop (the application's, when the
 worker serves from inside it); sync handlers on the pool's threads.
+
+A worker made with a relay (``engine.worker(relay=broker)``) also publishes the
+choreography's outbox: the relay claims events with the worker's lease length
+and clock, runs on a thread of its own while the worker serves (woken by
+PostgreSQL's ``NOTIFY statesaga_outbox``), is stopped with it, and is drained
+after the sagas by ``drain``.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from statesaga._views import SagaRun
 if TYPE_CHECKING:
     from statesaga._engine import SagaEngine
     from statesaga._live import LiveRun
+    from statesaga.choreography import Relay
 
 log = logging.getLogger("statesaga")
 
@@ -106,10 +113,21 @@ class Worker:
         poll: the longest idle wait between claims, in seconds.
         grace: seconds ``stop`` lets running handlers finish before it lets
             their sagas go.
+        relay: a relay that publishes the outbox while the worker runs (see
+            ``engine.worker``), or ``None``.
+
+    Attributes:
+        relay: the worker's relay, if it has one.
     """
 
     def __init__(
-        self, engine: SagaEngine, concurrency: int = 8, *, poll: float = 1.0, grace: float = 30.0
+        self,
+        engine: SagaEngine,
+        concurrency: int = 8,
+        *,
+        poll: float = 1.0,
+        grace: float = 30.0,
+        relay: Relay | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
@@ -118,6 +136,7 @@ class Worker:
         engine.store.reserve(concurrency)  # a commit per running saga, at once
         self.poll = poll
         self.grace = grace
+        self.relay = relay
         self._pool = concurrent.futures.ThreadPoolExecutor(
             concurrency, thread_name_prefix="statesaga-worker"
         )
@@ -244,6 +263,8 @@ class Worker:
         engine = self.engine
         engine._crew.join(self)
         listener = None if drain else engine.store.listen(self._wake.set)
+        if self.relay is not None and not drain:
+            self.relay.start()
         idle = _FIRST_POLL
         try:
             while not self._stopping.is_set():
@@ -279,8 +300,23 @@ class Worker:
                 self._pool.shutdown(wait=True)
             else:
                 self._wind_down()
+            self._stop_relay(drain)
             self._serving = False
             self._stopped.set()
+
+    def _stop_relay(self, drain: bool) -> None:
+        """Stop the relay, its batch in hand finished; after a drain, publish what
+        the sagas drained wrote to the outbox (a failing broker is logged: the
+        events stay in the outbox for the next relay)."""
+        if self.relay is None:
+            return
+        if not drain:
+            self.relay.stop(self.grace)
+            return
+        try:
+            self.relay.drain()
+        except Exception as exc:
+            log.warning("statesaga: the worker's relay could not publish the outbox: %s", exc)
 
     def _next_wait(self, idle: float) -> float:
         """How long to sleep when there was nothing to claim: until the next parked
