@@ -103,12 +103,12 @@ def rows(engine: Engine) -> list[tuple[str, int]]:
 def test_a_participant_declares_its_handlers() -> None:
     """A participant's handlers are read off its class, by the event each handles,
     with what each may emit; a subclass may override a handler."""
-    assert list(Payments.handlers) == ["inventory.reservation.failed", "order.created"]
+    assert list(Payments.handlers) == ["order.cancelled", "order.created"]
     charge = Payments.handlers["order.created"]
     assert charge.method == "charge"
     assert charge.emits == ("payment.charged",)
     assert charge.failures == ("payment.failed",)
-    assert Payments.handlers["inventory.reservation.failed"].compensates
+    assert Payments.handlers["order.cancelled"].compensates
 
     class Louder(Ledger):
         @handles("money.moved", emits=["ledger.written", "ledger.shouted"])
@@ -342,7 +342,7 @@ def test_any_redelivery_schedule_has_each_effect_once_in_key_order(
 HANDLERS = [
     ("orders", "confirm"),
     ("orders", "cancel_unpaid"),
-    ("orders", "cancel_refunded"),
+    ("orders", "cancel_unreserved"),
     ("payments", "charge"),
     ("payments", "refund"),
     ("inventory", "reserve"),

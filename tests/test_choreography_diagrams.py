@@ -34,21 +34,24 @@ REGENERATE = (
 
 def test_the_model_is_the_flow_the_declarations_imply() -> None:
     """From the seed's participants: order.created leads to a charge, which may emit
-    payment.charged or the failure payment.failed; the refund and cancellations
-    are compensations; the events nobody handles end the flow."""
+    payment.charged or the failure payment.failed; either failure cancels the
+    order, and a cancelled order is refunded; the refund and cancellations are
+    compensations; the events nobody handles end the flow."""
     model = choreography_model([Orders, Payments, Inventory], "order-flow")
     assert set(model.after("order.created")) == {"payment.charged", "payment.failed"}
     assert set(model.after("payment.charged")) == {
         "inventory.reserved",
-        "inventory.reservation.failed",
+        "inventory.reservation_failed",
     }
     assert model.after("payment.failed") == ("order.cancelled",)
+    assert model.after("inventory.reservation_failed") == ("order.cancelled",)
+    assert model.after("order.cancelled") == ("payment.refunded",)
     kinds = {n.id: n.kind for n in model.nodes}
     assert kinds["payments.charge"] == "handler"
     assert kinds["payments.refund"] == kinds["orders.cancel_unpaid"] == "compensation"
     assert kinds["orders.*"] == "origin"
-    assert kinds["payment.failed"] == kinds["inventory.reservation.failed"] == "failure"
-    assert kinds["order.confirmed"] == kinds["order.cancelled"] == "end"
+    assert kinds["payment.failed"] == kinds["inventory.reservation_failed"] == "failure"
+    assert kinds["order.confirmed"] == kinds["payment.refunded"] == "end"
     assert kinds["order.created"] == "event"
 
 
@@ -88,7 +91,7 @@ def test_both_renderings_name_every_handler_and_event_and_graphviz_draws_it() ->
     for n in model.nodes:
         assert n.label in dot and n.label in mmd
     svg = render_dot(dot, "svg").decode()
-    assert "payment.failed" in svg and "cancel_refunded" in svg
+    assert "payment.failed" in svg and "cancel_unreserved" in svg
     ids = re.findall(r"^    (\w+)[\[(]", mmd, re.M)
     assert len(ids) == len(model.nodes) and all(i.isascii() for i in ids)
     assert not re.search(r"classDef (end|class|style|graph)\b", mmd)
@@ -120,6 +123,6 @@ def test_the_mermaid_renders_in_the_real_mermaid(mermaid_cli: MermaidCli) -> Non
     shows every event by name."""
     text = (FOLDER / "order-flow.mmd").read_text()
     [svg] = mermaid_cli.render([text])
-    for event in ("order.created", "payment.failed", "inventory.reservation.failed"):
+    for event in ("order.created", "payment.failed", "inventory.reservation_failed"):
         assert event in svg
     assert "Syntax error" not in svg

@@ -3,12 +3,12 @@
 ``Orders`` places an order and publishes ``order.created``; ``Payments`` charges
 it and publishes ``payment.charged`` (or ``payment.failed``); ``Inventory``
 reserves stock and publishes ``inventory.reserved`` (or
-``inventory.reservation.failed``). The seed stops there; a real flow must
-also undo: ``Payments`` refunds on a failed reservation, ``Orders`` cancels on
-a failed or refunded payment and confirms on a reservation. Every participant
-writes its own table through ``ctx.connection``, in the transaction that
-records the event as processed: each effect happens once, however often the
-broker delivers the event.
+``inventory.reservation_failed``). ``Orders`` reacts: it confirms on a
+reservation, and on either failure it cancels the order, publishing
+``order.cancelled``, on which ``Payments`` refunds whatever it had charged.
+Every participant writes its own table through ``ctx.connection``, in the
+transaction that records the event as processed: each effect happens once,
+however often the broker delivers the event.
 
 Whatever fails, every order ends consistent: confirmed, charged and reserved;
 or cancelled, with its payment refunded or never taken, and no stock held.
@@ -83,19 +83,19 @@ class Orders(Participant):
 
     @handles("payment.failed", emits=["order.cancelled"], compensates=True)
     def cancel_unpaid(self, ctx: EventContext) -> None:
-        """The payment was declined: cancel the order."""
+        """The payment was declined: cancel the order (nothing was charged)."""
         _set_status(ctx.connection, ctx.event.key, "cancelled")
         ctx.publish("order.cancelled", {"reason": ctx.event.payload["reason"]})
 
-    @handles("payment.refunded", emits=["order.cancelled"], compensates=True)
-    def cancel_refunded(self, ctx: EventContext) -> None:
-        """The payment was given back (no stock): cancel the order."""
+    @handles("inventory.reservation_failed", emits=["order.cancelled"], compensates=True)
+    def cancel_unreserved(self, ctx: EventContext) -> None:
+        """No stock: cancel the order; ``order.cancelled`` has the payment refunded."""
         _set_status(ctx.connection, ctx.event.key, "cancelled")
         ctx.publish("order.cancelled", {"reason": ctx.event.payload["reason"]})
 
 
 class Payments(Participant):
-    """Charges orders; refunds them when stock cannot be reserved.
+    """Charges orders; refunds them when they are cancelled.
 
     Args:
         declined: customers whose cards are declined.
@@ -120,13 +120,17 @@ class Payments(Participant):
         )
         ctx.publish("payment.charged", {"amount": order["total"]})
 
-    @handles("inventory.reservation.failed", emits=["payment.refunded"], compensates=True)
+    @handles("order.cancelled", emits=["payment.refunded"], compensates=True)
     def refund(self, ctx: EventContext) -> None:
-        """Give the money back: the order cannot be served."""
-        ctx.connection.execute(
-            payments.update().where(payments.c.order_id == ctx.event.key).values(status="refunded")
+        """Give the money back for a cancelled order, if any was taken (an order
+        whose payment was declined has nothing to refund: nothing is published)."""
+        refunded = ctx.connection.execute(
+            payments.update()
+            .where(payments.c.order_id == ctx.event.key, payments.c.status == "charged")
+            .values(status="refunded")
         )
-        ctx.publish("payment.refunded", {"reason": ctx.event.payload["reason"]})
+        if refunded.rowcount:
+            ctx.publish("payment.refunded", {"reason": ctx.event.payload["reason"]})
 
 
 class Inventory(Participant):
@@ -144,12 +148,12 @@ class Inventory(Participant):
     @handles(
         "payment.charged",
         emits=["inventory.reserved"],
-        failures=["inventory.reservation.failed"],
+        failures=["inventory.reservation_failed"],
     )
     def reserve(self, ctx: EventContext) -> None:
         """Hold the order's stock, or say there is none."""
         if ctx.event.key in self.out_of_stock:
-            ctx.publish("inventory.reservation.failed", {"reason": "out of stock"})
+            ctx.publish("inventory.reservation_failed", {"reason": "out of stock"})
             return
         ctx.connection.execute(reservations.insert().values(order_id=ctx.event.key))
         ctx.publish("inventory.reserved")
