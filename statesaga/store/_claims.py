@@ -1,0 +1,146 @@
+"""Who drives which saga, and when: claims, leases and the timers runners wait on.
+
+A runner takes sagas with ``claim`` — ``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+the write lock on SQLite — and keeps them with ``extend``. Each claim raises the
+saga's ``lease_epoch``, which fences off the writes of whoever held it before.
+Between claims a runner sleeps until ``next_due``, or until ``listen`` wakes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+
+import sqlalchemy as sa
+
+from statesaga.store._base import StoreBase
+from statesaga.store._filters import DefinitionKey, incomplete, of_definitions
+from statesaga.store._listen import Listener
+from statesaga.store._rows import SagaRow
+from statesaga.store.schema import sagas
+
+#: The PostgreSQL channel a new runnable saga is announced on.
+CHANNEL = "statesaga_runnable"
+
+
+class Claims(StoreBase):
+    """Claims sagas for runners, keeps and lets go of their leases, and tells
+    runners when to look again."""
+
+    def claim(
+        self,
+        owner: str,
+        until: float,
+        now: float,
+        definitions: Iterable[DefinitionKey],
+        *,
+        limit: int = 1,
+        saga_id: str | None = None,
+        due_only: bool = True,
+        exclude: Iterable[str] = (),
+    ) -> list[SagaRow]:
+        """Take runnable sagas: unfinished, of one of ``definitions``, their lease
+        free or expired, and (with ``due_only``) due. Each taken saga's lease
+        epoch grows by one, which fences off whoever held it before.
+
+        Args:
+            owner: the claiming runner's id.
+            until: the new leases' expiry.
+            now: the time leases and due times are compared with.
+            definitions: the definitions the runner can drive.
+            limit: at most this many.
+            saga_id: only this saga.
+            due_only: skip sagas waiting out a retry delay.
+            exclude: never these sagas.
+
+        Returns:
+            The claimed rows, as they are now.
+        """
+        keys = list(definitions)
+        if not keys or limit < 1:
+            return []
+        conditions = [
+            incomplete(),
+            sa.or_(sagas.c.owner.is_(None), sagas.c.lease_until < now),
+            of_definitions(keys),
+            # A saga at a wait step is runnable only once due: signalled, or given up.
+            sa.or_(sagas.c.waiting_for.is_(None), sagas.c.due_at <= now),
+        ]
+        if due_only:
+            conditions.append(sa.or_(sagas.c.due_at.is_(None), sagas.c.due_at <= now))
+        if saga_id is not None:
+            conditions.append(sagas.c.saga_id == saga_id)
+        skip = list(exclude)
+        if skip:
+            conditions.append(sagas.c.saga_id.not_in(skip))
+        pick = sa.select(sagas.c.saga_id).where(*conditions).order_by(sagas.c.created_at)
+        pick = pick.limit(limit).with_for_update(skip_locked=True)
+        take = (
+            sagas.update()
+            .where(sagas.c.saga_id.in_(pick.scalar_subquery()))
+            .values(owner=owner, lease_until=until, lease_epoch=sagas.c.lease_epoch + 1)
+            .returning(*sagas.c)
+        )
+        with self._writing() as conn:
+            return [SagaRow(*r) for r in conn.execute(take)]
+
+    def extend(self, owner: str, until: float) -> set[str]:
+        """Extend every lease ``owner`` holds to ``until``; return the sagas it still holds."""
+        keep = (
+            sagas.update()
+            .where(sagas.c.owner == owner, incomplete())
+            .values(lease_until=until)
+            .returning(sagas.c.saga_id)
+        )
+        with self._writing() as conn:
+            return {r[0] for r in conn.execute(keep)}
+
+    def release(self, owner: str, saga_ids: Iterable[str]) -> None:
+        """Let go of the leases ``owner`` holds on ``saga_ids`` (they become
+        claimable at once; their epoch is left as it is)."""
+        ids = list(saga_ids)
+        if not ids:
+            return
+        free = (
+            sagas.update()
+            .where(sagas.c.owner == owner, sagas.c.saga_id.in_(ids))
+            .values(owner=None, lease_until=None)
+        )
+        with self._writing() as conn:
+            conn.execute(free)
+
+    def _release_all(self, owner: str) -> None:
+        """Let go of every lease ``owner`` holds, as best it can (the store is closing)."""
+        with contextlib.suppress(Exception), self.engine.begin() as conn:
+            conn.execute(
+                sagas.update().where(sagas.c.owner == owner).values(owner=None, lease_until=None)
+            )
+
+    def db_time(self) -> float | None:
+        """The database server's clock, in UNIX seconds (``None`` on SQLite, which
+        runs on the application's own machine and clock)."""
+        if self.dialect != "postgresql":
+            return None
+        with self._reading() as conn:
+            return float(
+                conn.execute(sa.text("SELECT EXTRACT(EPOCH FROM clock_timestamp())")).scalar_one()
+            )
+
+    def listen(self, wake: Callable[[], None]) -> Listener | None:
+        """Call ``wake()`` whenever a runnable saga is announced (PostgreSQL's
+        ``LISTEN``); ``None`` on a database that cannot announce (SQLite: poll)."""
+        if self.dialect != "postgresql":
+            return None
+        return Listener(self.engine, CHANNEL, wake)
+
+    def next_due(self, definitions: Iterable[DefinitionKey]) -> float | None:
+        """When the earliest saga of ``definitions`` waiting out a delay is due."""
+        keys = list(definitions)
+        if not keys:
+            return None
+        q = sa.select(sa.func.min(sagas.c.due_at)).where(
+            incomplete(), sagas.c.due_at.is_not(None), of_definitions(keys)
+        )
+        with self._reading() as conn:
+            found = conn.execute(q).scalar()
+        return None if found is None else float(found)
