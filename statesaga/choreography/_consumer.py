@@ -5,10 +5,10 @@ Deliveries are processed one at a time, in queue order, so one key's events
 are handled in the order they were published. A handler that raises rolls its
 transaction back; the consumer gives back every unacknowledged delivery, in
 order, and tries again from there, up to ``max_attempts`` times for the same
-event, after which that event is dead-lettered (set aside for an operator) and
-the queue goes on. A business failure is not an exception: the handler
-publishes one of its declared ``failures`` events instead, and the flow
-compensates.
+event, after which that event is dead-lettered (set aside for an operator,
+and recorded in the inbox) and the queue goes on. A business failure is not
+an exception: the handler publishes one of its declared ``failures`` events
+instead, and the flow compensates.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class Consumer(Loop):
         self.processed = 0
         self.duplicates = 0
         self.dead: list[str] = []
+        self._clock = clock
         self._failures: collections.Counter[str] = collections.Counter()
         self._subscription: Subscription | None = None
 
@@ -148,6 +149,12 @@ class Consumer(Loop):
                 exc,
             )
             del self._failures[event.id]
+            try:
+                self.inbox.store.mark_dead(
+                    self.inbox.participant.name, event.id, event.name, self._clock()
+                )
+            except Exception as record:  # the broker's dead-letter queue still has it
+                log.warning("statesaga consumer: recording the dead letter failed: %s", record)
             sub.dead_letter(delivery)
             self.dead.append(event.id)
             return

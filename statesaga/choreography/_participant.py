@@ -23,7 +23,7 @@ import attrs
 from sqlalchemy.engine import Connection
 
 from statesaga._errors import InvalidEvent, InvalidParticipant
-from statesaga.store._outbox import NewEvent, append
+from statesaga.store._outbox import DEAD, NewEvent, append
 
 #: An event name: dot-separated words of letters, digits, ``_`` and ``-``
 #: (``order.created``); no wildcard, so that it routes as itself.
@@ -32,6 +32,8 @@ EVENT_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 PARTICIPANT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 #: The longest name, key or id the store keeps.
 MAX_LENGTH = 200
+#: The longest participant name (its dead letters are recorded under ``NAME!dead``).
+MAX_PARTICIPANT = MAX_LENGTH - len(DEAD)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _MARK = "__statesaga_handles__"
@@ -142,8 +144,8 @@ class Participant:
                 f"its name must be a string of letters, digits, '_', '-' or '.', got {name!r}; "
                 'set name = "payments" (say) in the class body',
             )
-        if len(name) > MAX_LENGTH:
-            raise InvalidParticipant(where, f"its name is longer than {MAX_LENGTH} characters")
+        if len(name) > MAX_PARTICIPANT:
+            raise InvalidParticipant(where, f"its name is longer than {MAX_PARTICIPANT} characters")
         emits = cls.__dict__.get("emits", cls.emits)
         if isinstance(emits, str) or not isinstance(emits, tuple | list):
             raise InvalidParticipant(where, f"emits must be a tuple of event names, got {emits!r}")

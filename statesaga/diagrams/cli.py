@@ -4,7 +4,9 @@
 a prefix of it, with ``--db``). A stored saga is read read-only and drawn over
 its definition when one of the configured definitions is the one it ran on;
 otherwise over the definition its log tells (``statesaga.cli._from_log``), with
-a note of what that leaves out.
+a note of what that leaves out. With ``--choreography MODULE`` it draws the flow
+that MODULE's participants imply instead, and with ``--db`` and ``--key`` one
+business key's events over it (``statesaga.diagrams.choreography``).
 """
 
 from __future__ import annotations
@@ -80,7 +82,19 @@ def _saga_class(target: str) -> type[Saga]:
     help="The stored saga to draw, when TARGET is its definition (or to read TARGET "
     "as a saga id whatever its form).",
 )
-@db_option(required=False, what=" that holds the saga")
+@click.option(
+    "--choreography",
+    metavar="MODULE",
+    help="Draw the flow that the choreography participants MODULE defines imply "
+    "(instead of a saga).",
+)
+@click.option(
+    "--key",
+    metavar="KEY",
+    help="With --choreography and --db: lay this business key's events, as the outbox "
+    "and the inboxes hold them, over the flow.",
+)
+@db_option(required=False, what=" that holds the saga (or the choreography's events)")
 @definitions_option(
     "Package whose saga classes a stored saga is drawn over (by name, version and "
     "fingerprint); without one it is drawn from its log alone."
@@ -92,10 +106,13 @@ def diagram(
     format_: str | None,
     direction: str,
     saga_id: str | None,
+    choreography: str | None,
+    key: str | None,
     db: Database | None,
     definitions: str | None,
 ) -> None:
-    """Draw a saga definition, or one stored saga's path over it.
+    """Draw a saga definition, or one stored saga's path over it; or a
+    choreography's flow, or one key's events over it.
 
     TARGET is a saga class (MODULE:Class) or, with --db, a stored saga's id or
     any prefix of it that no other id starts with. Reading a saga writes nothing.
@@ -104,7 +121,12 @@ def diagram(
     statesaga diagram definitions.order:OrderSaga -o order.svg
     statesaga diagram definitions.order:OrderSaga --format mermaid
     statesaga diagram 3f2c --db sqlite:///sagas.db -o saga.svg
+    statesaga diagram --choreography definitions.choreography -o flow.svg
+    statesaga diagram --choreography definitions.choreography --db URL --key o-1 -o o-1.svg
     """
+    if choreography is not None or key is not None:
+        _choreography(choreography, key, target or saga_id, db, output, format_, direction)
+        return
     saga_class: type[Saga] | None = None
     if target is not None and saga_id is None and not CLASS_TARGET.fullmatch(target):
         target, saga_id = None, target  # a saga id
@@ -129,6 +151,64 @@ def diagram(
         assert db is not None
         model = _stored(db, saga_id, saga_class, definitions)
     _emit(model, output, fmt, direction)
+
+
+def _choreography(
+    module: str | None,
+    key: str | None,
+    target: str | None,
+    db: Database | None,
+    output: Path | None,
+    format_: str | None,
+    direction: str,
+) -> None:
+    """Draw the flow of ``module``'s participants, with ``key``'s events over it if given."""
+    from statesaga._discovery import import_module
+    from statesaga.diagrams.choreography import (
+        choreography_model,
+        participants_in,
+        render_choreography,
+        trail_model,
+    )
+    from statesaga.diagrams.dot import Direction
+    from statesaga.diagrams.render import RenderError
+
+    if module is None:
+        raise click.UsageError("--key draws a key's events over a choreography: add --choreography")
+    if target is not None:
+        raise click.UsageError("--choreography draws participants, not a saga: drop the saga")
+    if key is not None and db is None:
+        raise click.UsageError("--key reads the key's events from a database: add --db URL")
+    fmt = _format(output, format_)
+    import_module(module)  # a clear error if it is not there
+    participants = participants_in(module)
+    if not participants:
+        raise fail(f"{module} defines no choreography participant", USAGE)
+    stem = module.rpartition(".")[2]
+    if key is None:
+        model = choreography_model(participants, stem)
+    else:
+        assert db is not None
+        store = db.read_store()
+        try:
+            model = trail_model(store.engine, participants, key, stem)
+        finally:
+            store.close()
+        if not model.trail:
+            click.echo(f"note: {db.shown} holds no event of key {clean(key)}", err=True)
+    try:
+        data = render_choreography(model, fmt, direction=cast(Direction, direction))
+    except RenderError as exc:
+        raise fail(str(exc), FAILED) from exc
+    if output is None:
+        if fmt == "png" and sys.stdout.isatty():
+            raise click.UsageError("PNG is binary: write it to a file with -o FILE.png")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    output.write_bytes(data)
+    click.echo(f"wrote {output}", err=True)
 
 
 def _format(output: Path | None, given: str | None) -> Format:

@@ -26,6 +26,7 @@ __all__ = [
     "Orders",
     "Payments",
     "create_tables",
+    "example_run",
     "metadata",
     "orders",
     "payments",
@@ -161,6 +162,31 @@ class Inventory(Participant):
 
 def _set_status(conn: Connection, order_id: str | None, status: str) -> None:
     conn.execute(orders.update().where(orders.c.id == order_id).values(status=status))
+
+
+def example_run(engine: Engine) -> str:
+    """Run one order whose stock is missing through the whole flow, in ``engine``'s
+    database, with a broker inside the process; return its key. The order is
+    charged, cannot be reserved, is cancelled and refunded: the drawing of its
+    events (``diagrams/choreography/order-flow-example-run.svg``) shows the
+    failure path."""
+    from statesaga.choreography import Consumer, MemoryBroker, Relay
+
+    create_tables(engine)
+    broker = MemoryBroker()
+    orders = Orders()
+    consumers = [
+        Consumer(engine, p, broker)
+        for p in (orders, Payments(), Inventory(out_of_stock=frozenset({"o-1"})))
+    ]
+    for c in consumers:
+        c.subscribe()
+    relay = Relay(engine, broker)
+    with engine.begin() as conn:
+        orders.place(conn, "o-1", "ann", 42.0)
+    while relay.drain() + sum(c.drain() for c in consumers):
+        pass
+    return "o-1"
 
 
 def state_of(engine: Engine) -> dict[str, tuple[str, str | None, bool]]:

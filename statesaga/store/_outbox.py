@@ -20,6 +20,13 @@ after its successor; consumers' inboxes drop it.)
 The inbox is one row per (consumer, event id), inserted ``ON CONFLICT DO
 NOTHING`` in the transaction of the consumer's effects: a duplicate inserts
 nothing, and its effects are skipped.
+
+A consumer that gives up on an event (its handler failed ``max_attempts``
+times) records that too, as an inbox row of the consumer named
+``PARTICIPANT!dead`` (``!`` is in no participant's name): the event stays
+unprocessed for the participant itself, so an operator who sends it again
+after a fix has it handled, and the overlay of a key's events
+(``statesaga.diagrams.choreography``) can say where it was dead-lettered.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from statesaga.store.schema import inbox, outbox
 
 #: The PostgreSQL channel on which a commit that wrote outbox rows wakes the relays.
 OUTBOX_CHANNEL = "statesaga_outbox"
+#: Appended to a participant's name, the inbox "consumer" of the events it dead-lettered.
+DEAD = "!dead"
 
 
 class NewEvent(TypedDict):
@@ -69,6 +78,18 @@ class OutboxRow:
     claimed_by: str | None
     claim_until: float | None
     claims: int
+
+
+@attrs.frozen
+class InboxRow:
+    """An inbox row as stored: ``consumer`` processed (or, if ``dead``,
+    dead-lettered) the event ``event_id`` at ``at``."""
+
+    consumer: str
+    event_id: str
+    name: str
+    at: float
+    dead: bool
 
 
 _insert = outbox.insert()
@@ -123,6 +144,20 @@ class OutboxStore:
             {"consumer": consumer, "event_id": event_id, "name": name, "processed_at": now},
         )
         return done.first() is not None
+
+    def mark_dead(self, consumer: str, event_id: str, name: str, now: float) -> None:
+        """Record, in a transaction of its own, that ``consumer`` dead-lettered
+        ``event_id`` (gave up on it); a second record of it is dropped."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._mark_processed,
+                {
+                    "consumer": consumer + DEAD,
+                    "event_id": event_id,
+                    "name": name,
+                    "processed_at": now,
+                },
+            )
 
     # -- the relay's claim ----------------------------------------------------
 
@@ -235,6 +270,28 @@ class OutboxStore:
         q = sa.select(inbox.c.event_id).where(inbox.c.consumer == consumer)
         with self._reading() as conn:
             return sorted(conn.execute(q).scalars())
+
+    def handled(self, event_ids: Sequence[str]) -> list[InboxRow]:
+        """The inbox rows of ``event_ids``: who processed or dead-lettered each, and
+        when; by time, then consumer."""
+        if not event_ids:
+            return []
+        q = (
+            sa.select(inbox)
+            .where(inbox.c.event_id.in_(list(event_ids)))
+            .order_by(inbox.c.processed_at, inbox.c.consumer)
+        )
+        with self._reading() as conn:
+            return [
+                InboxRow(
+                    r.consumer.removesuffix(DEAD),
+                    r.event_id,
+                    r.name,
+                    r.processed_at,
+                    r.consumer.endswith(DEAD),
+                )
+                for r in conn.execute(q)
+            ]
 
     def prune(self, before: float) -> int:
         """Delete events published before ``before``; return how many (the inbox is
