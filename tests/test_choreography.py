@@ -440,6 +440,11 @@ def test_the_upgrade_from_version_2_adds_the_outbox(db_url: str) -> None:
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE statesaga_outbox")
             conn.exec_driver_sql("DROP TABLE statesaga_inbox")
+            # What version 4 added (waits) goes too: a version-2 database has neither.
+            conn.exec_driver_sql("DROP TABLE statesaga_signals")
+            conn.exec_driver_sql("DROP INDEX statesaga_sagas_waiting")
+            for column in ("waiting_for", "waiting_key", "wait_until"):
+                conn.exec_driver_sql(f"ALTER TABLE statesaga_sagas DROP COLUMN {column}")
             conn.exec_driver_sql("DELETE FROM statesaga_schema")
             conn.exec_driver_sql("INSERT INTO statesaga_schema VALUES (2, 0)")
         assert upgrade(engine) == (2, SCHEMA_VERSION)
@@ -458,3 +463,26 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     namespace: dict[str, object] = {}
     exec(compile(example, "README.md", "exec"), namespace)
     namespace["db"].dispose()  # type: ignore[attr-defined]
+
+
+def test_statesaga_relay_prune_deletes_only_published_events(db: Engine, db_url: str) -> None:
+    """`statesaga relay --prune DAYS` deletes the events published more than DAYS ago
+    and exits without a broker; unpublished events and the inboxes stay."""
+    from click.testing import CliRunner
+
+    from statesaga.cli import main
+
+    with db.begin() as conn:
+        for seq in range(2):
+            Bank().publish(conn, "money.moved", {"seq": seq}, key="k")
+    relay = Relay(db, MemoryBroker())
+    assert relay.drain() == 2
+    with db.begin() as conn:
+        Bank().publish(conn, "money.moved", {"seq": 2}, key="k")
+    args = ["relay", "--db", db_url, "--prune"]
+    kept = CliRunner().invoke(main, [*args, "1"], catch_exceptions=False)
+    assert kept.exit_code == 0 and "pruned 0 events" in kept.output
+    done = CliRunner().invoke(main, [*args, "0"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert "pruned 2 events published more than 0 days ago" in done.output
+    assert [e.payload for e in relay.store.events()] == ['{"seq":2}']

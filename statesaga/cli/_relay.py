@@ -1,8 +1,9 @@
-"""``statesaga relay``: publish the choreography's outbox to RabbitMQ."""
+"""``statesaga relay``: publish the choreography's outbox to RabbitMQ (or prune it)."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import click
 
@@ -52,9 +53,24 @@ DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
     help="Longest idle wait between turns, in seconds (SQLite; PostgreSQL tells at once).",
 )
 @click.option("--once", is_flag=True, help="Publish what the outbox holds now, then exit.")
+@click.option(
+    "--prune",
+    "prune_days",
+    type=click.FloatRange(min=0),
+    metavar="DAYS",
+    help="Instead of relaying: delete the events published more than DAYS ago, then exit "
+    "(unpublished events and the inboxes are kept).",
+)
 @debug_option
 def relay(
-    db: Database, broker: str, prefix: str, batch: int, lease: float, poll: float, once: bool
+    db: Database,
+    broker: str,
+    prefix: str,
+    batch: int,
+    lease: float,
+    poll: float,
+    once: bool,
+    prune_days: float | None,
 ) -> None:
     """Publish the choreography's outbox to RabbitMQ until SIGTERM or Ctrl-C.
 
@@ -62,10 +78,14 @@ def relay(
     in order; run several relays for availability (they share the work). A stop
     finishes the batch in hand; a second signal exits at once (the claim then
     expires after --lease and another relay sends those events). Creates the
-    schema if the database has none.
+    schema if the database has none. --prune DAYS deletes old published events
+    instead (the inboxes keep their records, which drop a late duplicate).
     """
     from statesaga.choreography import RabbitMQ, Relay
 
+    if prune_days is not None:
+        _prune(db, prune_days)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # pika logs every connection step, and each failure at length: the relay says it once.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
@@ -88,3 +108,15 @@ def relay(
     finally:
         rabbit.close()
         engine.close()
+
+
+def _prune(db: Database, days: float) -> None:
+    """Delete the events published more than ``days`` days ago."""
+    from statesaga.store._outbox import OutboxStore
+
+    engine = db.engine()
+    try:
+        gone = OutboxStore(engine.store.engine).prune(time.time() - days * 86400)
+    finally:
+        engine.close()
+    click.echo(f"statesaga relay: pruned {gone} events published more than {days:g} days ago")
