@@ -1,8 +1,9 @@
 """Choreography against a real RabbitMQ (127.0.0.1:5672, guest; ``STATESAGA_AMQP_URL``
 to point elsewhere): the relay's publisher confirms, the consumers' manual
 acknowledgements, RabbitMQ's redelivery of what a killed consumer had not
-acknowledged, dead-lettering. Skipped, saying why, only where no RabbitMQ
-answers (CI has one).
+acknowledged, dead-lettering. Skipped, saying why, where no RabbitMQ answers;
+with ``STATESAGA_REQUIRE_RABBITMQ=1`` (as ``.ci/run`` sets, having started one)
+they fail instead.
 
 Each test uses exchanges and queues of its own (a random prefix), deleted at the end.
 """
@@ -54,6 +55,8 @@ def rabbit() -> Iterator[Callable[..., RabbitMQ]]:
         probe.send([])
         probe._publisher()
     except BrokerError as exc:
+        if os.environ.get("STATESAGA_REQUIRE_RABBITMQ"):
+            pytest.fail(f"no RabbitMQ answers at {probe.shown} ({exc}), which CI requires")
         pytest.skip(f"no RabbitMQ answers at {probe.shown} ({exc}); CI starts one")
 
     def make(**options: object) -> RabbitMQ:
