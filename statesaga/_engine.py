@@ -159,11 +159,16 @@ class SagaEngine:
 
         An instance lets handlers use what it was built with (clients,
         repositories); a class is instantiated without arguments. Several
-        versions of one saga may be registered side by side.
+        versions of one saga may be registered side by side. A registered
+        definition is never replaced: registering the same class (or the same
+        instance) again is a no-op, anything else under its name and version is
+        a ``DefinitionConflict``.
 
         Raises:
-            DefinitionConflict: another definition is registered under the same
-                name and version with a different structure.
+            InvalidDefinition: a saga is not a concrete ``Saga`` class or instance.
+            DefinitionConflict: something else is registered under the same name
+                and version: another structure, another class, another instance
+                of the class, or its class where an instance is registered.
         """
         for saga in sagas:
             self._registry.add(saga)
@@ -184,13 +189,22 @@ class SagaEngine:
         """Start a saga and run it to a terminal state.
 
         Args:
-            saga: the definition (class or registered instance).
+            saga: a registered definition: the class or instance given to
+                ``register``; the class of a registered instance runs on that
+                instance.
             input: the saga's input, an instance of its ``input_type``.
             saga_id: a caller-chosen id; if a saga with that id exists, it is
                 returned as it is (``created=False``) and nothing runs again.
 
         Returns:
             The saga's final state: status, results, error.
+
+        Raises:
+            NotRegistered: the saga's name and version are not registered.
+            DefinitionConflict: another object is registered under them (another
+                instance, another class); nothing is replaced.
+            InvalidDefinition: ``saga`` is not a saga class or instance.
+            InvalidInput: ``input`` is not a valid ``input_type`` value.
         """
         return self._run(saga, input, saga_id, None)
 
@@ -213,7 +227,7 @@ class SagaEngine:
         saga_id: str | None,
         loop: asyncio.AbstractEventLoop | None,
     ) -> SagaRun:
-        run = self._create(saga, input, saga_id, held=True)
+        run = self._create(saga, input, saga_id, held=True, action="run")
         if isinstance(run, SagaRun):
             return run  # it existed already
         run.loop = loop
@@ -225,9 +239,9 @@ class SagaEngine:
         """Record a new saga without running it, and return at once: a worker (in
         any process) runs it, or ``resume``/``recover`` does.
 
-        Idempotent on ``saga_id`` like ``run``.
+        Idempotent on ``saga_id``, and ``saga`` must be registered, like ``run``.
         """
-        run = self._create(saga, input, saga_id, held=False)
+        run = self._create(saga, input, saga_id, held=False, action="start")
         if isinstance(run, SagaRun):
             return run  # it existed already
         self._crew.wake()
@@ -240,11 +254,11 @@ class SagaEngine:
         return await asyncio.to_thread(self.start, saga, input, saga_id)
 
     def _create(
-        self, saga: type[Saga] | Saga, input: Any, saga_id: str | None, *, held: bool
+        self, saga: type[Saga] | Saga, input: Any, saga_id: str | None, *, held: bool, action: str
     ) -> LiveRun | SagaRun:
         """Store a new saga (``held``: owned by this engine, its first attempt
         started) and return it; when ``saga_id`` is taken, the existing saga instead."""
-        defn = self._registry.for_saga(saga)
+        defn = self._registry.for_saga(saga, action)
         spec = defn.spec
         sid, input_text = inputs.checked(spec, input, saga_id)
         self.store.ensure_schema()

@@ -5,8 +5,9 @@ so callers may catch either. Errors carry the saga, step and cause they concern
 as attributes, and their message says what to do::
 
     StateSagaError
-    ├── InvalidDefinition (TypeError)      a saga class is malformed; raised at class creation
-    ├── DefinitionConflict (ValueError)    another definition is registered under that name@version
+    ├── InvalidDefinition (TypeError)      a saga class is malformed (at class creation), or
+    │                                      register/run was given something not a saga
+    ├── DefinitionConflict (ValueError)    something else is registered under that name@version
     ├── InvalidInput (TypeError)           the input is not the saga's ``input_type``
     ├── SerializationError (TypeError)     a value cannot be stored as JSON
     ├── NotRegistered (LookupError)        no registered definition for a saga's name/version
@@ -45,7 +46,8 @@ class StateSagaError(Exception):
 
 
 class InvalidDefinition(StateSagaError, TypeError):
-    """A saga class is malformed. Raised when the class is created.
+    """A saga class is malformed (raised when the class is created), or what was
+    given to ``register``/``run`` is not a concrete saga class or instance.
 
     Attributes:
         saga: the class name.
@@ -117,15 +119,33 @@ class SerializationError(StateSagaError, TypeError):
 
 
 class NotRegistered(StateSagaError, LookupError):
-    """No definition is registered under a saga's name and version."""
+    """No definition is registered under a saga's name and version (an engine
+    runs only what was registered with it).
 
-    def __init__(self, name: str, version: int | None, known: list[str]) -> None:
+    Attributes:
+        name: the definition's name.
+        version: its version (``None``: any).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: int | None,
+        known: list[str],
+        *,
+        saga_class: type | None = None,
+    ) -> None:
         wanted = name if version is None else f"{name} v{version}"
         have = ", ".join(known) or "none"
-        super().__init__(
-            f"no saga definition registered for {wanted} (registered: {have}); "
-            f"call engine.register(...) with that definition"
-        )
+        if saga_class is None:
+            fix = "call engine.register(...) with that definition"
+        else:
+            cls = saga_class.__name__
+            fix = (
+                f"call engine.register({cls}) first (or engine.register({cls}(...)) with "
+                "the clients its handlers use)"
+            )
+        super().__init__(f"no saga definition registered for {wanted} (registered: {have}); {fix}")
         self.name = name
         self.version = version
 
@@ -230,12 +250,18 @@ class DefinitionConflict(StateSagaError, ValueError):
         key: the definition's ``name@vversion``.
     """
 
-    def __init__(self, key: str, known: str, given: str) -> None:
-        super().__init__(
-            f"{key} is already registered with another structure (fingerprint {known}, "
-            f"this one {given}); bump the version of the changed definition"
-        )
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
         self.key = key
+
+    @classmethod
+    def changed(cls, key: str, known: str, given: str) -> DefinitionConflict:
+        """Another structure (fingerprint) under the same name and version."""
+        return cls(
+            key,
+            f"{key} is already registered with another structure (fingerprint {known}, "
+            f"this one {given}); bump the version of the changed definition",
+        )
 
 
 class InvalidTransition(StateSagaError, RuntimeError):

@@ -196,7 +196,8 @@ def test_retry_delays_follow_the_policy(
 
     engine = new_engine(clock=lambda: now[0], sleep=sleep)
     services.fail("payments.charge", times=2)
-    run = engine.run(OrderSaga(services), OrderRequest("c-1", 42.0))
+    engine.register(OrderSaga(services))
+    run = engine.run(OrderSaga, OrderRequest("c-1", 42.0))
     assert run.status is SagaStatus.COMPLETED
     assert waits == [0.01, 0.02]
     engine.store.engine.dispose()
@@ -213,6 +214,7 @@ def test_step_not_in_retry_on_fails_at_once(engine: SagaEngine) -> None:
         def call(self, ctx: StepContext) -> None:
             raise ValueError("bad request")
 
+    engine.register(Picky)
     run = engine.run(Picky, None)
     assert run.status is SagaStatus.FAILED
     assert [(s, a) for _, s, a in entries(engine, run.saga_id)] == [("executing", 1), ("failed", 1)]
@@ -248,6 +250,7 @@ def test_idempotent_start_then_resume(
 def test_saga_id_taken_by_another_saga_type(engine: SagaEngine, order: OrderSaga) -> None:
     """Reusing a saga id for a different saga type is an error, not a silent return."""
     engine.run(OrderSaga, OrderRequest("c-1", 42.0), saga_id="shared")
+    engine.register(TripSaga)
     with pytest.raises(SagaIdConflict, match="'shared' already belongs to a 'order' saga"):
         engine.run(TripSaga, TripRequest("ann", "Oslo", 1, 1000.0), saga_id="shared")
 
@@ -274,6 +277,7 @@ def test_status_while_running(engine: SagaEngine) -> None:
             seen["running"] = engine.get(ctx.saga_id).status
             raise RuntimeError("boom")
 
+    engine.register(Watcher)
     run = engine.run(Watcher, None)
     assert run.status is SagaStatus.FAILED
     assert seen == {"running": SagaStatus.STARTED, "compensating": SagaStatus.COMPENSATING}
@@ -282,7 +286,8 @@ def test_status_while_running(engine: SagaEngine) -> None:
 def test_compensations_get_their_steps_results(engine: SagaEngine, services: FakeServices) -> None:
     """Each compensation is handed the result its own step returned (an attrs class
     here, rebuilt from JSON by the step's return annotation)."""
-    run = engine.run(TripSaga(services), TripRequest("ann", "Lisbon", 3, budget=100.0))
+    engine.register(TripSaga(services))
+    run = engine.run(TripSaga, TripRequest("ann", "Lisbon", 3, budget=100.0))
     assert run.status is SagaStatus.FAILED
     assert "over the budget" in (run.error or "")
     cancelled = {
@@ -334,6 +339,7 @@ def test_unserialisable_result_fails_the_step_and_compensates(engine: SagaEngine
         def second(self, ctx: StepContext) -> Opaque:
             return Opaque()
 
+    engine.register(Leaky)
     run = engine.run(Leaky, None, saga_id="leak-1")
     assert run.status is SagaStatus.FAILED
     assert run.error is not None
@@ -366,6 +372,7 @@ def test_bad_input_is_rejected_before_anything_is_written(
         @step
         def only(self, ctx: StepContext) -> None: ...
 
+    engine.register(AnyInput)
     with pytest.raises(
         SerializationError, match=r"saga 'any-input' \(id bad-2\), input: a value of type .*Weird"
     ):
@@ -408,6 +415,7 @@ def test_transactional_step_commits_with_its_transition(engine: SagaEngine) -> N
             if ctx.input < 0:
                 raise ValueError("negative amount")
 
+    engine.register(Ledger)
     ok = engine.run(Ledger, 10, saga_id="tx-ok")
     bad = engine.run(Ledger, -5, saga_id="tx-bad")
     assert ok.status is SagaStatus.COMPLETED and bad.status is SagaStatus.FAILED

@@ -133,6 +133,7 @@ def _started_v1(new_engine: Callable[..., SagaEngine], saga_id: str) -> None:
     """A v1 saga whose ``charge`` completed (a ``Receipt`` stored), stopped by a crash."""
     engine = new_engine(sleep=lambda _s: None)
     engine.hooks = _CrashInShip()
+    engine.register(PayV1)
     with pytest.raises(SimulatedCrash):
         engine.run(PayV1, None, saga_id=saga_id)
     assert engine.get(saga_id).status is SagaStatus.STARTED

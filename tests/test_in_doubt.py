@@ -132,6 +132,7 @@ def test_a_step_that_fails_in_doubt_is_compensated_first(engine: SagaEngine, cas
     options, act, async_step = CASES[case]
     card = Card()
     saga = card_saga(card, act=act, options={**options, "retry": Retry(2)}, async_step=async_step)
+    engine.register(saga)
     run = engine.run(saga, None)
     assert run.status is SagaStatus.FAILED
     assert card.in_force == 0, "the charge made by the step that failed stays"
@@ -153,6 +154,7 @@ def test_a_definite_failure_is_not_compensated(engine: SagaEngine) -> None:
     the step did nothing: only the completed steps are compensated, as before."""
     card = Card()
     saga = card_saga(card, act=declined, options={"in_doubt": TimeoutError})
+    engine.register(saga)
     run = engine.run(saga, None)
     assert run.status is SagaStatus.FAILED
     assert card.handed == [("release", "r-1")]
@@ -182,6 +184,7 @@ def test_a_compensation_on_the_last_step_runs_only_when_it_fails_in_doubt(
         def refund(self, ctx: StepContext, result: str) -> None:
             calls.append(result)
 
+    engine.register(Pay)
     assert engine.run(Pay, "ok").status is SagaStatus.COMPLETED
     assert calls == []
     failed = engine.run(Pay, "timeout")

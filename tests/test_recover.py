@@ -76,6 +76,7 @@ def test_v1_saga_finishes_on_v1_beside_v2(
     new sagas of either version run on their own definition."""
     ran.clear()
     old = new_engine()
+    old.register(ShipV1)
     old.start(ShipV1, None, saga_id="in-flight")
     old.store.engine.dispose()
 
@@ -98,6 +99,7 @@ def test_unregistered_version_is_reported_and_untouched(
     and its row and log stay exactly as they were; other sagas still recover."""
     ran.clear()
     old = new_engine()
+    old.register(ShipV1, ShipV2)
     old.start(ShipV1, None, saga_id="needs-v1")
     old.start(ShipV2, None, saga_id="fine-v2")
     before = rows(old, "needs-v1")
@@ -121,6 +123,7 @@ def test_changed_structure_without_version_bump_is_refused(
     """A saga whose stored fingerprint differs from the registered definition of the
     same version is not resumed on it."""
     old = new_engine()
+    old.register(ShipV1)
     old.start(ShipV1, None, saga_id="fp")
     old.store.engine.dispose()
 
@@ -173,6 +176,7 @@ def test_corrupt_rows_are_reported_and_the_rest_recover(
 def test_unknown_saga_name_is_reported(new_engine: Callable[..., SagaEngine]) -> None:
     """A saga whose definition is not registered at all is reported by name."""
     engine = new_engine()
+    engine.register(ShipV1)
     engine.start(ShipV1, None, saga_id="orphan")
     engine.store.engine.dispose()
     fresh = new_engine()
@@ -238,6 +242,7 @@ def test_retry_delay_survives_a_crash(new_engine: Callable[..., SagaEngine]) -> 
         raise SimulatedCrash(f"killed during a {seconds}s wait")
 
     engine = new_engine(clock=lambda: now[0], sleep=crash_while_sleeping)
+    engine.register(Flaky)
     with pytest.raises(SimulatedCrash):
         engine.run(Flaky, None, saga_id="wait")
     engine.store.engine.dispose()

@@ -24,6 +24,7 @@ def test_sync_step_over_its_timeout_fails_and_is_retried(engine: SagaEngine) -> 
                 time.sleep(0.05)  # always longer than the timeout
             return ctx.attempt
 
+    engine.register(Slow)
     run = engine.run(Slow, None)
     assert run.status is SagaStatus.COMPLETED and run.results == {"call": 2}
     assert attempts == [1, 2]
@@ -43,6 +44,7 @@ def test_async_step_is_cancelled_at_its_timeout(engine: SagaEngine) -> None:
             await asyncio.sleep(30)
             finished.append(True)
 
+    engine.register(Hangs)
     started = time.monotonic()
     run = engine.run(Hangs, None)
     assert run.status is SagaStatus.FAILED
@@ -76,6 +78,7 @@ def test_deadline_stops_further_steps_and_compensates(
             raise AssertionError("must not start after the deadline")
 
     engine = new_engine(clock=lambda: now[0])
+    engine.register(Slowpoke)
     run = engine.run(Slowpoke, None)
     assert run.status is SagaStatus.FAILED
     assert run.error is not None and "deadline of 60.0s passed before step 'second'" in run.error
@@ -105,6 +108,8 @@ def test_arun_runs_async_handlers_on_the_callers_loop(engine: SagaEngine) -> Non
         @step
         def double(self, ctx: StepContext) -> int:
             return ctx.results["fetch"] * 2
+
+    engine.register(Mixed)
 
     async def main() -> tuple[object, SagaStatus, dict[str, int]]:
         run = await engine.arun(Mixed, None)

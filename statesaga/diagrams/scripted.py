@@ -9,6 +9,7 @@ example instance overlays under ``diagrams/`` reproducibly.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,11 @@ def scripted_run(
 ) -> SagaRun:
     """Run ``saga`` on ``engine`` with stand-in handlers that fail as scripted.
 
+    The first scripted run of ``saga`` on ``engine`` registers the stand-in
+    under the definition's name and version, so ``saga`` itself must not be
+    registered on that engine (a ``DefinitionConflict`` says so); later scripted
+    runs of it on the same engine reuse the stand-in.
+
     Args:
         saga: the definition; the saga is stored under its name, version and
             fingerprint, so its log can be laid over ``model_of(saga)``.
@@ -51,6 +57,7 @@ def scripted_run(
 
     Raises:
         KeyError: ``failures`` names a state the definition does not have.
+        DefinitionConflict: ``saga`` itself is registered on ``engine``.
     """
     spec = saga.spec
     names = {s.name for s in spec.steps} | {
@@ -59,22 +66,48 @@ def scripted_run(
     unknown = sorted(set(failures) - names)
     if unknown:
         raise KeyError(f"{spec.key} has no step or compensation {', '.join(unknown)}")
+    stand_ins = _stand_ins.setdefault(engine, {})
+    stand_in = stand_ins.get(saga)
+    if stand_in is None:
+        stand_in = _stand_in(saga)
+        engine.register(stand_in)
+        stand_ins[saga] = stand_in
+    stand_in.scripts[saga_id] = dict(failures)
+    return engine.run(stand_in, input, saga_id=saga_id)
+
+
+class _StandIn:
+    """What the stand-in handlers read their script from: failures by saga id
+    (a run's own, so that runs of one definition do not share a script)."""
+
+    scripts: dict[str, dict[str, int | None]]
+
+    def fails(self, ctx: StepContext, name: str) -> None:
+        script = self.scripts.get(ctx.saga_id, {})
+        if name in script and (script[name] is None or ctx.attempt <= (script[name] or 0)):
+            raise ScriptedFailure(f"{name} failed (scripted, attempt {ctx.attempt})")
+
+
+#: The stand-in registered for each definition, per engine: an engine runs one
+#: registered object per name and version.
+_stand_ins: weakref.WeakKeyDictionary[SagaEngine, dict[type[Saga], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _stand_in(saga: type[Saga]) -> Any:
+    """An instance of ``saga`` whose handlers fail as its ``scripts`` say."""
+    spec = saga.spec
 
     def stand_in_step(s: StepSpec) -> Any:
-        fails = failures.get(s.name, 0)
-
-        def handler(_self: object, ctx: StepContext) -> None:
-            if fails is None or ctx.attempt <= fails:
-                raise ScriptedFailure(f"{s.name} failed (scripted, attempt {ctx.attempt})")
+        def handler(self: _StandIn, ctx: StepContext) -> None:
+            self.fails(ctx, s.name)
 
         return handler
 
     def stand_in_compensation(name: str) -> Any:
-        fails = failures.get(name, 0)
-
-        def handler(_self: object, ctx: StepContext, _result: object) -> None:
-            if fails is None or ctx.attempt <= fails:
-                raise ScriptedFailure(f"{name} failed (scripted, attempt {ctx.attempt})")
+        def handler(self: _StandIn, ctx: StepContext, _result: object) -> None:
+            self.fails(ctx, name)
 
         return handler
 
@@ -90,9 +123,9 @@ def scripted_run(
         )
     # An abstract subclass is not compiled again: it carries the stand-in spec,
     # whose name, version and fingerprint are the definition's own.
-    stand_in: type[Saga] = type(f"Scripted{saga.__name__}", (saga,), {}, abstract=True)
+    cls: type[Saga] = type(f"Scripted{saga.__name__}", (saga, _StandIn), {}, abstract=True)
     # No deadline either: the script, not the clock, decides what fails.
-    stand_in.spec = attrs.evolve(spec, steps=tuple(steps), input_type=None, deadline=None)
-    engine.register(object.__new__(stand_in))
-    instance = engine.run(object.__new__(stand_in), input, saga_id=saga_id)
+    cls.spec = attrs.evolve(spec, steps=tuple(steps), input_type=None, deadline=None)
+    instance: Any = object.__new__(cls)  # the definition's __init__ may want services
+    instance.scripts = {}
     return instance
