@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import math
 import textwrap
 from typing import Literal
 
@@ -67,8 +68,11 @@ def to_dot(model: GraphModel, direction: Direction = "LR") -> str:
 def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Digraph:
     """The model as a ``graphviz.Digraph`` (to render or extend it)."""
     g = graphviz.Digraph(name=_id(model.key))
+    # A long saga wraps into bands (see ``_bands``), laid out across ``direction``.
+    width = _band_width(len(model.steps) + 1)
+    banded = width <= len(model.steps)
     g.attr(
-        rankdir=direction,
+        rankdir=direction if not banded else _ACROSS[direction],
         newrank="true",
         nodesep="0.35",
         ranksep="0.55",
@@ -112,15 +116,31 @@ def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Di
         if n.compensation:
             assert n.index is not None
             columns[n.index + 1].append(n.compensation)
-    for column in columns:
+    ranks = columns if not banded else _bands(columns, width)
+    for rank in ranks:
         with g.subgraph() as r:
             r.attr(rank="same")
-            for id in column:
+            for id in rank:
                 r.node(id)
             # Invisible flat edges order a rank: the forward row (or column)
             # first, then the compensation chain, then the failure terminals.
-            for upper, lower in itertools.pairwise(column):
+            for upper, lower in itertools.pairwise(rank):
                 r.edge(upper, lower, style="invis")
+    if banded:
+        # Each compensation under its column's step; each rank under the last.
+        for column in columns:
+            for under in column[1:]:
+                g.edge(column[0], under, style="invis", weight="5")
+        for upper_rank, lower_rank in itertools.pairwise(ranks):
+            g.edge(upper_rank[0], lower_rank[0], style="invis", weight="0")
+        # Each band's columns under the band above's, the first step under the
+        # first: bands read like lines of text.
+        heads = [
+            [column[0] for column in columns[i : i + width]] for i in range(0, len(columns), width)
+        ]
+        for upper_band, lower_band in itertools.pairwise(heads):
+            for upper, lower in zip(upper_band, lower_band, strict=False):
+                g.edge(upper, lower, style="invis", weight="10")
 
     g.edge(
         START,
@@ -129,18 +149,66 @@ def build_digraph(model: GraphModel, direction: Direction = "LR") -> graphviz.Di
         penwidth="1.5" if not overlay else "3",
         weight="10",
     )
+    place = {id: (i, j) for i, rank in enumerate(ranks) for j, id in enumerate(rank)}
     # Retry loops go on the side away from the failure edges between the rows.
     outside = {
         "step": "n" if direction == "LR" else "w",
         "compensation": "s" if direction == "LR" else "e",
     }
     for e in model.drawn_edges:
-        attrs = _edge_attrs(e, overlay)
+        flat = banded and e.source != e.dest and place[e.source][0] == place[e.dest][0]
+        attrs = _edge_attrs(e, overlay, banded=banded, flat=flat)
+        if banded and not flat and e.kind in ("forward", "complete", "compensate"):
+            attrs["weight"] = "0"  # a turn into the next band must not pull it along
         if e.kind == "retry":
             port = outside[model.node(e.source).kind]
             attrs.update(tailport=port, headport=port)
-        g.edge(e.source, e.dest, **attrs)
+        if banded and place[e.source] > place[e.dest]:
+            # Against the bands' order (the compensation chain runs back): drawn
+            # as declared, laid out as if it ran along, so it reorders nothing.
+            attrs["dir"] = "back"
+            g.edge(e.dest, e.source, **attrs)
+        else:
+            g.edge(e.source, e.dest, **attrs)
     return g
+
+
+#: A saga with more steps than this wraps into bands.
+WRAP_AFTER = 8
+
+
+def _band_width(columns: int) -> int:
+    """How many of ``columns`` one band holds: all of them for a saga of up to
+    ``WRAP_AFTER`` steps; else about twice as many columns as there are bands (a
+    column is about as wide as a band is high, so the drawing is about twice as
+    wide as high), shared out evenly."""
+    if columns <= WRAP_AFTER + 1:
+        return columns
+    bands = -(-columns // math.ceil(math.sqrt(2 * columns)))
+    return -(-columns // bands)
+
+
+#: The direction bands are laid out in, across the drawing's own.
+_ACROSS: dict[Direction, Direction] = {"LR": "TB", "TB": "LR"}
+
+
+def _bands(columns: list[list[str]], width: int) -> list[list[str]]:
+    """The ranks of a long saga wrapped into bands of ``width`` columns.
+
+    A row of many steps is a strip no screen shows whole: it is cut into bands
+    of ``width`` columns, each a rank of steps over a rank of what sits under
+    them (compensations; in the first band, the failure terminals first). The
+    ranks run across the drawing's direction, one under (or beside) the other,
+    so the forward path reads like lines of text.
+    """
+    ranks: list[list[str]] = []
+    for start in range(0, len(columns), width):
+        band = columns[start : start + width]
+        ranks.append([START] * (start == 0) + [column[0] for column in band])
+        below = [id for column in band for id in column[1:]]
+        if below:
+            ranks.append(below)
+    return ranks
 
 
 def _id(text: str) -> str:
@@ -259,7 +327,7 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
             if n.error_lines:
                 error = "<br/>".join(_esc(x) for x in n.error_lines)
                 sub.append(f'<font color="{RED}">{error}</font>')
-            if n.outcome in ("failed", "running"):
+            if n.outcome in ("failed", "running", "waiting"):
                 penwidth = "3.5"
     elif step_kind and n.compensation is None:
         style = "rounded,filled,dashed"
@@ -267,7 +335,7 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
     rows = [f"<tr><td><b>{_esc(n.id)}</b></td></tr>"]
     rows += [f'<tr><td><font point-size="9" color="{sub_colour}">{s}</font></td></tr>' for s in sub]
     return {
-        "shape": "box",
+        "shape": "hexagon" if n.wait is not None else "box",
         "style": style,
         "color": line,
         "fillcolor": fill,
@@ -277,7 +345,9 @@ def _node_attrs(n: Node, overlay: bool) -> dict[str, str]:
     }
 
 
-def _edge_attrs(e: Edge, overlay: bool) -> dict[str, str]:
+def _edge_attrs(
+    e: Edge, overlay: bool, *, banded: bool = False, flat: bool = False
+) -> dict[str, str]:
     colour = EDGE_COLOUR[e.kind]
     if e.kind == "finish" and e.condition == "compensation_failed":
         colour = DARK_RED
@@ -286,13 +356,18 @@ def _edge_attrs(e: Edge, overlay: bool) -> dict[str, str]:
         attrs.update(penwidth="2", weight="10")
     elif e.kind == "retry":
         attrs.update(style="dotted", penwidth="1.2")
-    elif e.kind in ("fail", "in_doubt", "compensation_failed"):
+    elif e.kind in ("fail", "in_doubt", "timeout", "compensation_failed"):
         attrs.update(style="dashed", penwidth="1.2", constraint="false")
     else:  # finish
         attrs.update(penwidth="1.5", constraint="false")
     # A step's failure drops between the rows as a flat edge, whose label
     # Graphviz centres on the line itself: an external label sits beside it.
-    key = "xlabel" if e.kind == "fail" else "label"
+    # So do the labels of a wrapped saga (``banded``), whose edges between
+    # bands would each take a column of their own; an edge within a band
+    # (``flat``) must not pull on the ranks either.
+    key = "xlabel" if e.kind == "fail" or banded else "label"
+    if flat:
+        attrs.pop("constraint", None)
     if e.label:
         attrs[key] = f" {e.label} "
     if overlay:
