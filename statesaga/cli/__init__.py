@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "diagram": (
         "statesaga.diagrams.cli:diagram",
-        "Draw a saga definition, or one stored saga's path over it.",
+        "Draw a saga or a choreography, or one saga's (or key's) path over it.",
     ),
     "diagrams": (
         "statesaga.diagrams.cli:diagrams",

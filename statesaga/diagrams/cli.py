@@ -111,8 +111,7 @@ def diagram(
     db: Database | None,
     definitions: str | None,
 ) -> None:
-    """Draw a saga definition, or one stored saga's path over it; or a
-    choreography's flow, or one key's events over it.
+    """Draw a saga or a choreography, or one saga's (or key's) path over it.
 
     TARGET is a saga class (MODULE:Class) or, with --db, a stored saga's id or
     any prefix of it that no other id starts with. Reading a saga writes nothing.
