@@ -11,7 +11,9 @@ The visual language:
 - terminals are double ellipses: green ``completed``, red ``failed``, dark red
   ``compensation_failed``;
 - in an instance overlay, what the saga did is coloured and what it did not is
-  greyed out; each transition it took carries its number in the path.
+  greyed out; each transition it took carries its number in the path;
+- a saga of more than ``WRAP_AFTER`` steps wraps: its row is cut into bands,
+  each band's steps over their compensations, one band under the other.
 
 The colours are the ``palette``'s, which Mermaid uses too.
 """
