@@ -19,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from statesaga._definition import Saga, step
+    from statesaga._definition import Saga, step, wait
     from statesaga._engine import SagaEngine
     from statesaga._errors import (
         BrokerError,
@@ -43,11 +43,13 @@ if TYPE_CHECKING:
         SchemaMissing,
         SchemaVersionError,
         SerializationError,
+        SignalRefused,
         StateSagaError,
         StepTimeout,
     )
-    from statesaga._handlers import Hooks, StepContext
+    from statesaga._handlers import Hooks, Signal, StepContext
     from statesaga._machine import SagaMachine
+    from statesaga._signals import PendingSignal, SignalReceipt
     from statesaga._spec import NOT_COMPLETED, CompensationSpec, Retry, SagaSpec, StepSpec
     from statesaga._status import EntryStatus, SagaStatus
     from statesaga._views import LogEntry, SagaRun, SagaSummary
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
 
 #: Where each public name is defined.
 _SOURCES = {
-    "statesaga._definition": ("Saga", "step"),
+    "statesaga._definition": ("Saga", "step", "wait"),
     "statesaga._engine": ("SagaEngine",),
     "statesaga._errors": (
         "BrokerError",
@@ -79,11 +81,13 @@ _SOURCES = {
         "SchemaMissing",
         "SchemaVersionError",
         "SerializationError",
+        "SignalRefused",
         "StateSagaError",
         "StepTimeout",
     ),
     "statesaga._machine": ("SagaMachine",),
-    "statesaga._handlers": ("Hooks", "StepContext"),
+    "statesaga._handlers": ("Hooks", "Signal", "StepContext"),
+    "statesaga._signals": ("PendingSignal", "SignalReceipt"),
     "statesaga._spec": ("NOT_COMPLETED", "CompensationSpec", "Retry", "SagaSpec", "StepSpec"),
     "statesaga._status": ("EntryStatus", "SagaStatus"),
     "statesaga._views": ("LogEntry", "SagaRun", "SagaSummary"),
@@ -111,6 +115,7 @@ __all__ = [
     "LogEntry",
     "NestedTransaction",
     "NotRegistered",
+    "PendingSignal",
     "RecoveryReport",
     "ResumeError",
     "Retry",
@@ -126,12 +131,16 @@ __all__ = [
     "SchemaMissing",
     "SchemaVersionError",
     "SerializationError",
+    "Signal",
+    "SignalReceipt",
+    "SignalRefused",
     "StateSagaError",
     "StepContext",
     "StepSpec",
     "StepTimeout",
     "Worker",
     "step",
+    "wait",
 ]
 __version__ = "0.1.0"
 

@@ -6,15 +6,13 @@ malformed class raises ``InvalidDefinition`` at import time, naming the problem.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import keyword
-import types
-import typing
 from collections.abc import Callable
 from typing import Any, ClassVar, overload
 
 from statesaga._errors import InvalidDefinition
+from statesaga._fingerprint import fingerprint, return_type
 from statesaga._machine import SagaMachine
 from statesaga._spec import (
     NO_RETRY,
@@ -25,6 +23,7 @@ from statesaga._spec import (
     Retry,
     SagaSpec,
     StepSpec,
+    WaitSpec,
 )
 
 #: Names a step or compensation may not take: the terminal states, the machine's
@@ -78,6 +77,7 @@ class _StepDecl:
         self.timeout = timeout
         self.in_doubt = in_doubt
         self.compensate_failed = compensate_failed
+        self.wait: WaitSpec | None = None
         self.compensations: list[_CompensationDecl] = []
         self.owner: type | None = None
 
@@ -174,6 +174,43 @@ def step(
         return _StepDecl(f, retry, transactional, timeout, in_doubt, compensate_failed)
 
     return wrap if fn is None else wrap(fn)
+
+
+def wait(
+    event: str,
+    *,
+    timeout: float | None = None,
+    key: Callable[[Any], object] | None = None,
+    retry: Retry | None = None,
+) -> Callable[[Handler], _StepDecl]:
+    """Declare a wait step: the saga stops here, holding no thread, until the event
+    ``event`` is signalled — ``(self, ctx, signal) -> result``, where ``signal``
+    is the ``Signal`` (its ``payload``) and what it returns is the step's result::
+
+        @wait("payment.confirmed", timeout=3600, key=lambda ctx: ctx.results["charge"])
+        def payment_confirmed(self, ctx, signal) -> str:
+            return signal.payload["payment_id"]
+
+    It is a step like any other: it may have a compensation, it runs in order,
+    and its handler may fail (and be retried by ``retry``; the event is then
+    handed to the next attempt).
+
+    Args:
+        event: the event's name.
+        timeout: seconds from reaching the wait until it gives up: a definite
+            failure (logged ``timed_out``) that compensates; ``None``: no limit.
+        key: how the correlation key is computed from the context (the input and
+            earlier results), so that ``engine.signal_key(event, key, ...)`` finds
+            the saga; without one it is signalled by saga id.
+        retry: the handler's retry policy.
+    """
+
+    def wrap(f: Handler) -> _StepDecl:
+        decl = _StepDecl(f, retry, True, None)
+        decl.wait = WaitSpec(event, timeout, key)  # checked when the class is compiled
+        return decl
+
+    return wrap
 
 
 def _line(fn: Handler) -> int:
@@ -273,16 +310,6 @@ def _check_name(saga: str, what: str, name: str) -> None:
         raise InvalidDefinition(saga, f"{what} {name!r} must be a public identifier")
 
 
-def _return_type(fn: Handler) -> Any:
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        # Unresolvable forward references: fall back to the raw annotation.
-        hints = getattr(fn, "__annotations__", {})
-    ret = hints.get("return")
-    return None if ret in (None, type(None), Any) else ret
-
-
 def compile_spec(cls: type) -> SagaSpec:
     """Validate a saga class and compile it into a ``SagaSpec``.
 
@@ -366,7 +393,11 @@ def compile_spec(cls: type) -> SagaSpec:
     steps = []
     for index, (attr, d) in enumerate(decls):
         handler = overrides.get(attr, d.fn)
-        _check_signature(label, f"step {attr!r}", handler, ("self", "ctx"))
+        if d.wait is not None:
+            _check_wait(label, attr, d.wait)
+            _check_signature(label, f"wait step {attr!r}", handler, ("self", "ctx", "signal"))
+        else:
+            _check_signature(label, f"step {attr!r}", handler, ("self", "ctx"))
         if d.timeout is not None and d.timeout <= 0:
             raise InvalidDefinition(label, f"step {attr!r}: timeout must be > 0 seconds")
         in_doubt = _in_doubt_types(label, attr, d.in_doubt)
@@ -400,15 +431,34 @@ def compile_spec(cls: type) -> SagaSpec:
                 retry=d.retry or NO_RETRY,
                 transactional=d.transactional,
                 timeout=d.timeout,
-                result_type=_return_type(handler),
+                result_type=return_type(handler),
                 compensation=comp,
                 is_async=inspect.iscoroutinefunction(handler),
                 in_doubt=in_doubt,
                 compensate_failed=bool(d.compensate_failed),
+                wait=d.wait,
             )
         )
-    fingerprint = _fingerprint(name, version, steps)
-    return SagaSpec(name, version, input_type, tuple(steps), fingerprint, deadline)
+    structure = fingerprint(name, version, steps)
+    return SagaSpec(name, version, input_type, tuple(steps), structure, deadline)
+
+
+def _check_wait(label: str, step: str, spec: WaitSpec) -> None:
+    event, timeout, key = spec.event, spec.timeout, spec.key
+    if not isinstance(event, str) or not event or len(event) > 200 or not event.isprintable():
+        raise InvalidDefinition(
+            label,
+            f"wait step {step!r}: the event name must be printable text of 1 to 200 "
+            f"characters, got {event!r}",
+        )
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise InvalidDefinition(
+            label, f"wait step {step!r}: timeout must be > 0 seconds or None, got {timeout!r}"
+        )
+    if key is not None and not callable(key):
+        raise InvalidDefinition(
+            label, f"wait step {step!r}: key must be a function of the context, got {key!r}"
+        )
 
 
 def _in_doubt_types(label: str, step: str, value: Any) -> tuple[type[BaseException], ...]:
@@ -419,44 +469,3 @@ def _in_doubt_types(label: str, step: str, value: Any) -> tuple[type[BaseExcepti
                 label, f"step {step!r}: in_doubt takes exception classes, got {t!r}"
             )
     return types
-
-
-def _fingerprint(name: str, version: int, steps: list[StepSpec]) -> str:
-    """A hash of the structure a stored saga depends on: each step's and
-    compensation's name, transactionality and annotated result type (stored
-    results are rebuilt as that type, so a changed type is a changed structure)."""
-    parts = [name, str(version)]
-    for s in steps:
-        comp = "-"
-        if s.compensation:
-            c = s.compensation
-            comp = f"{c.name}{'/tx' if c.transactional else ''}"
-            comp += f"->{_type_name(_return_type(c.handler))}"
-        tx = "tx" if s.transactional else "local"
-        parts.append(f"{s.name}/{comp}/{tx}->{_type_name(s.result_type)}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def _type_name(t: Any) -> str:
-    """A result type by qualified name, generics with their arguments
-    (``list[Receipt]``, ``Receipt | None``). Not by module: a definition run
-    as a script (``__main__``) and recovered from its module must agree."""
-    if t is None or t is type(None):
-        return "None"
-    if t is Ellipsis:
-        return "..."
-    if isinstance(t, list):  # the parameters of a Callable
-        return f"[{', '.join(_type_name(a) for a in t)}]"
-    if isinstance(t, str):  # an annotation that does not resolve
-        return t
-    if isinstance(t, typing.ForwardRef):
-        return t.__forward_arg__
-    origin = typing.get_origin(t)
-    if origin is None:
-        return str(getattr(t, "__qualname__", None) or repr(t))
-    args = typing.get_args(t)
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
-    if origin is typing.Literal:
-        return f"Literal[{', '.join(map(repr, args))}]"
-    return f"{_type_name(origin)}[{', '.join(_type_name(a) for a in args)}]"

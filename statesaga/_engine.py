@@ -36,6 +36,7 @@ from statesaga._live import LiveRun
 from statesaga._reads import Reads
 from statesaga._registry import Registry
 from statesaga._runner import Runner
+from statesaga._signals import Signalling
 from statesaga._spec import SagaSpec
 from statesaga._status import SagaStatus
 from statesaga._views import LogEntry, SagaRun, SagaSummary
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from statesaga.choreography import Broker
 
 
-class SagaEngine:
+class SagaEngine(Signalling):
     """Runs sagas and persists them in a SQL database.
 
     Args:

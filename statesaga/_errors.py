@@ -13,6 +13,7 @@ as attributes, and their message says what to do::
     ├── NotRegistered (LookupError)        no registered definition for a saga's name/version
     │   └── (diagrams) DefinitionNotFound  none of the definitions given is the saga's
     ├── SagaNotFound (LookupError)         no saga with that id
+    ├── SignalRefused (LookupError)        a signal no saga would ever consume (not stored)
     ├── SagaIdConflict (ValueError)        a saga id is already used by another saga type
     ├── ResumeError (RuntimeError)         a stored saga cannot be resumed (left untouched)
     │   └── CorruptSaga                    its row or log is damaged: not read, not acted on
@@ -243,8 +244,25 @@ class DeadlineExceeded(StateSagaError, TimeoutError):
         self.step = step
 
 
+class SignalRefused(StateSagaError, LookupError):
+    """A signal was refused, not stored: no saga would ever consume it (its saga
+    waits for no such event, is past that wait, or has ended).
+
+    Attributes:
+        event: the event's name.
+        reason: why.
+    """
+
+    def __init__(self, event: str, reason: str) -> None:
+        super().__init__(f"signal {event!r} refused: {reason}")
+        self.event = event
+        self.reason = reason
+
+
 class DefinitionConflict(StateSagaError, ValueError):
-    """Another definition is already registered under the same name and version.
+    """Something else is already registered under a definition's name and version:
+    another structure, another class, or another object of the same class. A
+    registered definition is never replaced.
 
     Attributes:
         key: the definition's ``name@vversion``.

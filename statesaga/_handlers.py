@@ -56,6 +56,23 @@ class StepContext:
         return f"{self.saga_id}:{self.step}"
 
 
+@attrs.frozen
+class Signal:
+    """What a wait step's handler is given: the event it waited for.
+
+    Attributes:
+        event: the event's name.
+        payload: what the sender sent, as JSON values.
+        event_id: the sender's id for it (duplicates of it were dropped).
+        received_at: when it was stored (UNIX seconds).
+    """
+
+    event: str
+    payload: Any
+    event_id: str
+    received_at: float
+
+
 class Hooks:
     """Observation and fault-injection points inside the runner.
 

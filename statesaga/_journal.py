@@ -123,6 +123,9 @@ class Journal:
             "owner": lease[0] if lease else None,
             "lease_until": lease[1] if lease else None,
             "lease_epoch": 1 if lease else 0,
+            "waiting_for": None,
+            "waiting_key": None,
+            "wait_until": None,
         }
         return row, entries
 
@@ -139,6 +142,7 @@ class Journal:
         due_at: float | None,
         now: float,
         lease: Lease | None,
+        wait_until: float | None = None,
     ) -> tuple[SagaChanges, list[LogRecord]]:
         """What ``source --trigger--> dest`` writes.
 
@@ -154,6 +158,7 @@ class Journal:
             now: the time of the transition.
             lease: the runner's (owner, new expiry) to keep the saga, or ``None``
                 to let it go (it is also let go on entering a terminal).
+            wait_until: at a wait step, when it gives up; kept by a retry.
         """
         plan = self._plans[(source, trigger, dest)]
         seq += 1
@@ -196,6 +201,9 @@ class Journal:
             "updated_at": now,
             "owner": lease[0] if lease and not plan.terminal else None,
             "lease_until": lease[1] if lease and not plan.terminal else None,
+            "waiting_for": None,
+            "waiting_key": None,
+            "wait_until": wait_until if trigger == "retry" else None,
         }
         return changes, entries
 
@@ -208,6 +216,7 @@ class Journal:
         error: str | None,
         now: float,
         lease: Lease,
+        wait_until: float | None = None,
     ) -> tuple[SagaChanges, LogRecord]:
         """What starting the next attempt in ``state`` writes: after a retry delay,
         when a runner claimed a saga (a crash during the attempt is then counted),
@@ -222,7 +231,7 @@ class Journal:
         info = self.machine.state(state)
         assert info.step is not None and info.kind != "terminal"
         entry = _record(saga_id, seq + 1, info.step, ENTERED[info.kind], attempt + 1, now)
-        return _staying(info, seq + 1, attempt + 1, error, now, lease), entry
+        return _staying(info, seq + 1, attempt + 1, error, now, lease, wait_until), entry
 
     def interrupted(
         self,
@@ -233,6 +242,7 @@ class Journal:
         error: str | None,
         why: str,
         now: float,
+        wait_until: float | None = None,
     ) -> tuple[SagaChanges, LogRecord]:
         """What an attempt interrupted from outside (not failed) writes: an
         ``interrupted`` entry; the saga stays in ``state``, let go, its next
@@ -241,7 +251,30 @@ class Journal:
         assert info.step is not None
         entry = _record(saga_id, seq + 1, info.step, EntryStatus.INTERRUPTED, attempt, now)
         entry["error"] = why
-        return _staying(info, seq + 1, attempt, error, now, None), entry
+        return _staying(info, seq + 1, attempt, error, now, None, wait_until), entry
+
+    def waiting(
+        self,
+        saga_id: str,
+        seq: int,
+        state: str,
+        attempt: int,
+        error: str | None,
+        key: str | None,
+        until: float | None,
+        now: float,
+    ) -> tuple[SagaChanges, LogRecord]:
+        """What parking a wait step writes: a ``waiting`` entry; the saga stays in
+        ``state``, let go, named as waiting for its event (and ``key``), due when
+        the wait gives up (``until``; ``None``: only a signal wakes it)."""
+        info = self.machine.state(state)
+        assert info.step is not None and info.wait is not None
+        entry = _record(saga_id, seq + 1, info.step, EntryStatus.WAITING, attempt, now)
+        changes = _staying(info, seq + 1, attempt, error, now, None, until)
+        changes["due_at"] = until
+        changes["waiting_for"] = info.wait
+        changes["waiting_key"] = key
+        return changes, entry
 
     def check(self, row: SagaRow, log: Sequence[LogRow]) -> Replay:
         """Check that ``log`` is a path of the machine ending where ``row`` says.
@@ -284,7 +317,13 @@ class Journal:
 
 
 def _staying(
-    info: StateInfo, seq: int, attempt: int, error: str | None, now: float, lease: Lease | None
+    info: StateInfo,
+    seq: int,
+    attempt: int,
+    error: str | None,
+    now: float,
+    lease: Lease | None,
+    wait_until: float | None,
 ) -> SagaChanges:
     """The row of a saga that stays in its state (an attempt begins or stops)."""
     return {
@@ -297,6 +336,9 @@ def _staying(
         "updated_at": now,
         "owner": lease[0] if lease else None,
         "lease_until": lease[1] if lease else None,
+        "waiting_for": None,
+        "waiting_key": None,
+        "wait_until": wait_until,
     }
 
 

@@ -45,6 +45,7 @@ class LiveRun:
         "state",
         "texts",
         "tx",
+        "wait_until",
     )
 
     def __init__(
@@ -79,6 +80,7 @@ class LiveRun:
         self.parked = False  # it was let go to wait out a retry delay
         self.halt: threading.Event | None = None  # set: start no new attempt, let it go
         self.awaiting = False  # the next attempt in ``state`` has not begun yet
+        self.wait_until: float | None = None  # at a wait step: when it gives up
         deadline = defn.spec.deadline
         self.deadline_at = None if deadline is None else created_at + deadline
 

@@ -11,7 +11,9 @@ one per step, one per compensation, and the terminals ``completed``,
   completed step below it that has one (or ``failed``); a compensation's final
   failure is recorded and compensation goes on (ending ``compensation_failed``);
 - ``fail_in_doubt``: a step's final failure after its handler may have acted
-  moves to the step's own compensation, which then goes on down the chain.
+  moves to the step's own compensation, which then goes on down the chain;
+- ``expire``: a wait step's event did not come in time: a definite failure,
+  to the same state ``fail`` leads to.
 
 ``transitions`` builds and validates the machine (``SagaMachine.fsm``). The
 runner dispatches each trigger on the machine's own transition table — per
@@ -48,11 +50,13 @@ class StateInfo:
         name: the state's name (the step's, the compensation's, or a terminal).
         kind: ``step``, ``compensation`` or ``terminal``.
         step: the step it runs or compensates (``None`` for terminals).
+        wait: for a wait step, the event it waits for.
     """
 
     name: str
     kind: StateKind
     step: str | None
+    wait: str | None = None
 
     @property
     def status(self) -> SagaStatus:
@@ -93,7 +97,9 @@ class SagaMachine:
     def __init__(self, spec: SagaSpec) -> None:
         self.spec = spec
         steps = spec.steps
-        states = [StateInfo(s.name, "step", s.name) for s in steps]
+        states = [
+            StateInfo(s.name, "step", s.name, s.wait.event if s.wait else None) for s in steps
+        ]
         states += [
             StateInfo(s.compensation.name, "compensation", s.name)
             for s in reversed(steps)
@@ -125,6 +131,8 @@ class SagaMachine:
             ts.append(TransitionInfo("retry", s.name, s.name, "retry"))
             below = compensation_below(s.index)
             ts.append(TransitionInfo("fail", s.name, below or "failed", "fail"))
+            if s.wait is not None and s.wait.timeout is not None:
+                ts.append(TransitionInfo("expire", s.name, below or "failed", "timeout"))
             if s.compensation:
                 ts.append(TransitionInfo("fail_in_doubt", s.name, s.compensation.name, "in_doubt"))
         for s in reversed(steps):

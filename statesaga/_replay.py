@@ -34,6 +34,7 @@ OUTCOMES: Mapping[tuple[StateKind, str], EntryStatus] = {
     ("step", "retry"): EntryStatus.RETRYING,
     ("step", "fail"): EntryStatus.FAILED,
     ("step", "fail_in_doubt"): EntryStatus.FAILED_IN_DOUBT,
+    ("step", "expire"): EntryStatus.TIMED_OUT,
     ("compensation", "succeed"): EntryStatus.COMPENSATED,
     ("compensation", "retry"): EntryStatus.COMPENSATION_RETRYING,
     ("compensation", "fail"): EntryStatus.COMPENSATION_FAILED,
@@ -181,10 +182,10 @@ def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
             expected = move(state, trigger, entry)
             if machine.is_terminal(expected):
                 state = expected
-        elif status == EntryStatus.INTERRUPTED:
+        elif status in (EntryStatus.INTERRUPTED, EntryStatus.WAITING):
             if not open_ or state is None or machine.state(state).step != entry.step:
                 raise HistoryMismatch(
-                    key, f"entry {i} ({entry.step} interrupted) does not follow an attempt"
+                    key, f"entry {i} ({entry.step} {status}) does not follow an attempt"
                 )
             open_, expected, interrupted = False, state, True  # the same state begins again
         else:

@@ -33,7 +33,15 @@ from statesaga._errors import (
     SerializationError,
     StepTimeout,
 )
-from statesaga._handlers import INTERRUPTS, HandlerLoop, Handlers, Hooks, Interrupted, describe
+from statesaga._handlers import (
+    INTERRUPTS,
+    HandlerLoop,
+    Handlers,
+    Hooks,
+    Interrupted,
+    Signal,
+    describe,
+)
 from statesaga._leases import LeaseLost, Leases
 from statesaga._live import LiveRun, Results
 from statesaga._registry import Definition
@@ -152,14 +160,16 @@ class Runner:
         run.due_at = row.due_at
         run.failures = rebuilt.replay.failures
         run.comp_failed = rebuilt.replay.compensation_failed
+        run.wait_until = row.wait_until
         run.awaiting = True
         self.leases.hold(row.saga_id, row.lease_until or self.leases.until())
         return run
 
     def _begin(self, run: LiveRun) -> None:
         """Start the next attempt in the run's state: wait out what is left of a
-        retry delay here, then record the attempt as it really starts."""
-        if run.due_at is not None:
+        retry delay here, then record the attempt as it really starts (a wait step's
+        due time is when it gives up, not a delay: it is not waited out here)."""
+        if run.due_at is not None and run.wait_until is None:
             wait = _wait(run, self.clock())
             if wait > 0:
                 self.sleep(wait)
@@ -174,6 +184,7 @@ class Runner:
             run.error,
             self.clock(),
             (self.leases.owner, until),
+            run.wait_until,
         )
         self.store.advance(run.saga_id, (run.seq, run.epoch), changes, [entry])
         self.leases.hold(run.saga_id, until)
@@ -204,7 +215,9 @@ class Runner:
                 step = spec.step(info.step)
                 if run.awaiting:
                     self._begin(run)
-                if info.kind == "step":
+                if step.wait is not None:
+                    self._attempt_wait(run, step)
+                elif info.kind == "step":
                     self._attempt_step(run, step)
                 else:
                     self._attempt_compensation(run, step)
@@ -229,7 +242,14 @@ class Runner:
         if run.awaiting or run.tx is not None or run.defn.machine.is_terminal(run.state):
             return  # no attempt in flight (or the saga ended), or its transaction rolls back
         changes, entry = run.defn.journal.interrupted(
-            run.saga_id, run.seq, run.state, run.attempt, run.error, describe(exc), self.clock()
+            run.saga_id,
+            run.seq,
+            run.state,
+            run.attempt,
+            run.error,
+            describe(exc),
+            self.clock(),
+            run.wait_until,
         )
         with contextlib.suppress(Exception):
             self.store.advance(run.saga_id, (run.seq, run.epoch), changes, [entry])
@@ -262,6 +282,73 @@ class Runner:
             return record
 
         self._attempt(run, step.transactional, step.retry, invoke, step)
+
+    def _attempt_wait(self, run: LiveRun, step: StepSpec) -> None:
+        """An attempt at a wait step, in one transaction: take its event (the
+        oldest one sent to the saga or to its key) and hand it to the handler,
+        recording the step's completion and the event's consumption together; or,
+        with no event yet, park the saga until one comes or the wait gives up."""
+        wait = step.wait
+        assert wait is not None
+
+        def invoke(connection: Connection | None) -> Callable[[], None]:
+            assert connection is not None
+            ctx = self.handlers.context(run, step.name, step.name, connection)
+            key = None if wait.key is None else str(wait.key(ctx))
+            now = self.clock()
+            if run.wait_until is None and wait.timeout is not None:
+                run.wait_until = now + wait.timeout
+            found = self.store.take(connection, wait.event, run.saga_id, key, now)
+            if found is None:
+                if run.wait_until is not None and now >= run.wait_until:
+                    return lambda: self._expire(run, wait.event, wait.timeout)
+                return lambda: self._park(run, key)
+            signal = Signal(
+                found.event, codec.loads(found.payload, None), found.event_id, found.received_at
+            )
+            args = (run.defn.saga, ctx, signal)
+            result = self.handlers.call(
+                run, step.handler, args, step.timeout, step.name, step.is_async
+            )
+            value, text = self._stored(run, step, result)
+
+            def record() -> None:
+                run.results[step.name] = value
+                run.texts[step.name] = text
+                run.outcome = text
+                self._fire(run, "succeed")
+
+            return record
+
+        self._attempt(run, True, step.retry, invoke, step)
+
+    def _park(self, run: LiveRun, key: str | None) -> None:
+        """Let go of a saga at a wait step until its event or its timeout (in the
+        attempt's transaction, with the check that found no event)."""
+        assert run.tx is not None
+        changes, entry = run.defn.journal.waiting(
+            run.saga_id,
+            run.seq,
+            run.state,
+            run.attempt,
+            run.error,
+            key,
+            run.wait_until,
+            self.clock(),
+        )
+        run.tx.advance(run.saga_id, (run.seq, run.epoch), changes, [entry])
+        self.leases.drop(run.saga_id)
+        run.seq = changes["seq"]
+        run.due_at = changes["due_at"]
+        run.parked = True
+        run.awaiting = True
+
+    def _expire(self, run: LiveRun, event: str, timeout: float | None) -> None:
+        """A wait that gave up: a definite failure; the saga compensates."""
+        run.outcome = f"WaitTimedOut: no {event!r} signal within {timeout}s"
+        if run.error is None:
+            run.error = run.outcome
+        self._fire(run, "expire")
 
     def _attempt_compensation(self, run: LiveRun, step: StepSpec) -> None:
         comp = step.compensation
@@ -372,6 +459,7 @@ class Runner:
             run.due_at,
             self.clock(),
             keep,
+            run.wait_until,
         )
         self._probe("before_commit", run)
         fence = (run.seq, run.epoch)
@@ -390,6 +478,7 @@ class Runner:
             run.awaiting = True  # its next attempt begins (and is logged) when it starts
         else:
             run.failures = 0
+            run.wait_until = None
         if run.tx is None:
             self._probe("after_commit", run)
 

@@ -21,8 +21,9 @@ Handler = Callable[..., Any]
 #: where some compensation exists to fail).
 TERMINALS = ("completed", "failed", "compensation_failed")
 #: The machine's triggers: an attempt succeeded, failed and is retried, failed for
-#: good, or (a step with a compensation) failed for good after it may have acted.
-TRIGGERS = ("succeed", "retry", "fail", "fail_in_doubt")
+#: good, or (a step with a compensation) failed for good after it may have acted;
+#: a wait step's event did not come in time.
+TRIGGERS = ("succeed", "retry", "fail", "fail_in_doubt", "expire")
 
 #: What an FSM state is: a step, a compensation, or a terminal.
 StateKind = Literal["step", "compensation", "terminal"]
@@ -33,6 +34,7 @@ TransitionKind = Literal[
     "retry",
     "fail",
     "in_doubt",
+    "timeout",
     "compensate",
     "compensation_failed",
     "finish",
@@ -124,6 +126,10 @@ def _handler_repr(fn: Handler) -> str:
     return getattr(fn, "__qualname__", repr(fn))
 
 
+def _handler_repr_or_none(fn: Handler | None) -> str:
+    return "None" if fn is None else _handler_repr(fn)
+
+
 @attrs.frozen
 class CompensationSpec:
     """A compensation as compiled: its name (also its FSM state) and handler.
@@ -146,6 +152,24 @@ class CompensationSpec:
 
 
 @attrs.frozen
+class WaitSpec:
+    """What a wait step waits for.
+
+    Attributes:
+        event: the event's name (``payment.confirmed``).
+        timeout: seconds from when the saga reaches the wait until it gives up
+            (a definite failure: it compensates), or ``None`` to wait for good.
+        key: how the correlation key is computed from the step's context (the
+            input and earlier results), for ``engine.signal_key``; ``None``: the
+            wait is signalled by saga id only.
+    """
+
+    event: str
+    timeout: float | None = None
+    key: Callable[[Any], object] | None = attrs.field(default=None, repr=_handler_repr_or_none)
+
+
+@attrs.frozen
 class StepSpec:
     """A step as compiled.
 
@@ -162,6 +186,8 @@ class StepSpec:
         in_doubt: exception types whose failure leaves the step in doubt (its
             handler may have acted), besides timeouts and ``InDoubt``.
         compensate_failed: every failure of the step is in doubt.
+        wait: for a wait step, what it waits for; its handler is
+            ``(self, ctx, signal) -> result``.
     """
 
     name: str
@@ -175,6 +201,7 @@ class StepSpec:
     is_async: bool = False
     in_doubt: tuple[type[BaseException], ...] = ()
     compensate_failed: bool = False
+    wait: WaitSpec | None = None
 
 
 @attrs.frozen

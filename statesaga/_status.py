@@ -30,7 +30,10 @@ class EntryStatus(enum.StrEnum):
     the retry delay; ``failed``/``compensation_failed`` end it failed for good;
     ``failed_in_doubt`` ends a step's attempt failed for good after its handler
     may have acted (a timeout, an error the step lists as in doubt, ``InDoubt``):
-    the step's own compensation runs next; ``interrupted`` ends it neither
+    the step's own compensation runs next; ``waiting`` parks a wait step's
+    attempt until its event arrives (the same attempt goes on then);
+    ``timed_out`` ends a wait whose event did not come in time (it
+    compensates); ``interrupted`` ends it neither
     (Ctrl-C, shutdown, a cancelled task): the same attempt is made again when a
     runner takes the saga.
     """
@@ -45,3 +48,5 @@ class EntryStatus(enum.StrEnum):
     COMPENSATION_RETRYING = "compensation_retrying"
     COMPENSATION_FAILED = "compensation_failed"
     INTERRUPTED = "interrupted"
+    WAITING = "waiting"
+    TIMED_OUT = "timed_out"

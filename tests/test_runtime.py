@@ -330,7 +330,12 @@ def test_an_older_schema_is_upgraded_in_place(new_engine: Callable[..., SagaEngi
     engine.register(OrderSaga(FakeServices()))
     engine.start(OrderSaga, OrderRequest("c", 1.0), saga_id="old")
     with engine.store.engine.begin() as conn:
+        # What versions 4 (waits), 3 (choreography) and 2 (leases) added goes.
+        conn.exec_driver_sql("DROP TABLE statesaga_signals")
+        conn.exec_driver_sql("DROP INDEX statesaga_sagas_waiting")
         for column in ("owner", "lease_until", "lease_epoch"):
+            conn.exec_driver_sql(f"ALTER TABLE statesaga_sagas DROP COLUMN {column}")
+        for column in ("waiting_for", "waiting_key", "wait_until"):
             conn.exec_driver_sql(f"ALTER TABLE statesaga_sagas DROP COLUMN {column}")
         conn.exec_driver_sql("DROP TABLE statesaga_outbox")
         conn.exec_driver_sql("DROP TABLE statesaga_inbox")

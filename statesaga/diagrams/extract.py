@@ -50,8 +50,9 @@ def build_model(spec: SagaSpec, machine: SagaMachine) -> GraphModel:
                 s.index,
                 s.retry.max_attempts,
                 transactional=s.transactional,
-                timeout=s.timeout,
+                timeout=s.wait.timeout if s.wait else s.timeout,
                 compensation=s.compensation.name if s.compensation else None,
+                wait=s.wait.event if s.wait else None,
             )
         else:
             assert s.compensation is not None
@@ -101,6 +102,8 @@ def label(t: TransitionInfo) -> str | None:
         return "fail"
     if t.kind == "in_doubt":
         return "in doubt"
+    if t.kind == "timeout":
+        return "timed out"
     if t.kind == "compensation_failed":
         return "fail" if t.dest in TERMINALS else "fail, go on"
     if t.kind == "finish":

@@ -58,6 +58,7 @@ _OUTCOME_WIDTH = {
     "compensated": 2,
     "compensation_failed": 3,
     "running": 4,
+    "waiting": 4,
 }
 
 
@@ -90,6 +91,7 @@ LINKS: Mapping[str, tuple[str, str, float, str | None]] = {
     "forward": ("==>", EDGE_COLOUR["forward"], 3, None),
     "fail": ("-.->", EDGE_COLOUR["fail"], 2, "7 4"),
     "in_doubt": ("-.->", EDGE_COLOUR["in_doubt"], 2, "3 3"),
+    "timeout": ("-.->", EDGE_COLOUR["timeout"], 2, "7 4"),
     "compensate": ("==>", EDGE_COLOUR["compensate"], 3, None),
     "go_on": ("-.->", EDGE_COLOUR["compensation_failed"], 1.5, "2 3"),
     "retry": ("-.->", EDGE_COLOUR["retry"], 1.5, "1 3"),
@@ -222,7 +224,8 @@ def _shape(n: Node, overlay: bool, retried: str | None = None) -> str:
         if retried:
             rows.append(_text(retried))
         rows += [f"<i>{_text(s)}</i>" for s in n.error_lines]
-    return '["' + "<br/>".join(rows[:1] + [f"<small>{r}</small>" for r in rows[1:]]) + '"]'
+    body = "<br/>".join(rows[:1] + [f"<small>{r}</small>" for r in rows[1:]])
+    return '{{"' + body + '"}}' if n.wait is not None else '["' + body + '"]'
 
 
 def _link_kind(e: Edge) -> str:

@@ -8,6 +8,7 @@ definition; ``GraphModel.with_path`` lays one saga's log over it, as read by
 
 from __future__ import annotations
 
+import datetime
 import textwrap
 from collections.abc import Sequence
 
@@ -36,10 +37,13 @@ class Node:
         timeout: a step's timeout in seconds, or ``None``.
         compensation: for a step, the compensation state that undoes it, or
             ``None`` when it has none (it is skipped when the saga compensates).
+        wait: for a wait step, the event it waits for (its ``timeout`` is how
+            long it waits).
         outcome: overlay only: what became of the state, ``None`` if the saga
             never entered it.
         attempts: overlay only: attempts made in this state (entries that entered it).
         error: overlay only: the error of its last failed attempt.
+        since: overlay only: when the saga parked at this wait step, if it waits.
     """
 
     id: str
@@ -50,9 +54,11 @@ class Node:
     transactional: bool = False
     timeout: float | None = None
     compensation: str | None = None
+    wait: str | None = None
     outcome: NodeOutcome | None = None
     attempts: int = 0
     error: str | None = None
+    since: float | None = None
 
     @property
     def details(self) -> tuple[str, ...]:
@@ -62,7 +68,9 @@ class Node:
         if self.kind == "terminal":
             return ()
         parts = [f"step {(self.index or 0) + 1}" if self.kind == "step" else f"undoes {self.step}"]
-        if self.transactional:
+        if self.wait is not None:
+            parts.append(f"waits for {self.wait}")
+        if self.transactional and self.wait is None:
             parts.append("transactional")
         if self.timeout is not None:
             parts.append(f"timeout {self.timeout:g}s")
@@ -91,6 +99,9 @@ class Node:
             return f"running now, attempt {n}" if n > 1 else "running now"
         if self.outcome == "reached":
             return "reached"
+        if self.outcome == "waiting":
+            at = datetime.datetime.fromtimestamp(self.since or 0, datetime.UTC)
+            return f"waiting since {at:%Y-%m-%d %H:%M:%S} UTC"
         on = f" on attempt {n}" if n > 1 else ""
         after = f" after {n} attempts" if n > 1 else ""
         if self.kind == "compensation":
@@ -309,6 +320,7 @@ class GraphModel:
                 outcome=seen.outcomes.get(n.id),
                 attempts=seen.attempts.get(n.id, 0),
                 error=seen.errors.get(n.id),
+                since=seen.waiting_since if n.id == seen.current else None,
             )
             for n in self.nodes
         )

@@ -8,14 +8,16 @@ run from the same reading. This module only sums its moves up per state, for
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
 from statesaga._errors import HistoryMismatch
 from statesaga._machine import SagaMachine
 from statesaga._replay import Entry, Move, replay
+from statesaga._status import EntryStatus
 
 #: What an instance overlay says became of a state:
 #:
@@ -24,9 +26,10 @@ from statesaga._replay import Entry, Move, replay
 #: - ``compensated``: a step whose compensation ran, or a compensation that ran;
 #: - ``compensation_failed``: a compensation that failed for good, or its step;
 #: - ``running``: the state the saga is in now (it is not finished);
+#: - ``waiting``: the wait step the saga is parked at now, for its event;
 #: - ``reached``: the terminal the saga ended in.
 NodeOutcome = Literal[
-    "completed", "failed", "compensated", "compensation_failed", "running", "reached"
+    "completed", "failed", "compensated", "compensation_failed", "running", "waiting", "reached"
 ]
 
 
@@ -42,6 +45,7 @@ class Overlay:
         status: the saga's status.
         current: the state it is in, if it has not finished.
         error: the error that made it compensate, if any.
+        waiting_since: when it parked at the wait step it is at, if it is.
     """
 
     moves: tuple[Move, ...]
@@ -51,6 +55,7 @@ class Overlay:
     status: str
     current: str | None
     error: str | None
+    waiting_since: float | None = None
 
 
 def read_log(
@@ -78,10 +83,16 @@ def read_log(
     errors = {m.source: m.error for m in walked.moves if m.error}
     comp_of = {st.step: st.name for st in machine.states if st.kind == "compensation"}
 
+    last = history[-1] if history else None
+    since: float | None = None
+    if last is not None and str(last.status) == EntryStatus.WAITING:
+        at: Any = getattr(last, "at", None)  # a LogEntry's is a datetime, a LogRow's seconds
+        since = at.timestamp() if isinstance(at, datetime.datetime) else at
+
     def outcome(name: str) -> NodeOutcome | None:
         st = machine.state(name)
         if name == walked.state:
-            return "reached" if finished else "running"
+            return "reached" if finished else ("waiting" if since is not None else "running")
         if name in gave_up:
             return "failed" if st.kind == "step" else "compensation_failed"
         if name not in succeeded:
@@ -102,4 +113,5 @@ def read_log(
         status=str(status) if status is not None else end.status.value,
         current=None if finished else end.name,
         error=error,
+        waiting_since=since,
     )

@@ -46,6 +46,7 @@ OUTCOME_COLOURS: Mapping[str, tuple[str, str]] = {
     "compensated": (ORANGE, "#fde0b8"),
     "compensation_failed": (DARK_RED, "#f6aea9"),
     "running": (PURPLE, PURPLE_FILL),
+    "waiting": (PURPLE, PURPLE_FILL),
 }
 #: Line of each kind of transition.
 EDGE_COLOUR: Mapping[TransitionKind, str] = {
@@ -54,6 +55,7 @@ EDGE_COLOUR: Mapping[TransitionKind, str] = {
     "retry": GREY,
     "fail": RED,
     "in_doubt": RED,
+    "timeout": RED,
     "compensate": ORANGE,
     "compensation_failed": DARK_RED,
     "finish": ORANGE,

@@ -32,6 +32,9 @@ class SagaRow:
     owner: str | None = None
     lease_until: float | None = None
     lease_epoch: int = 0
+    waiting_for: str | None = None
+    waiting_key: str | None = None
+    wait_until: float | None = None
 
 
 @attrs.frozen
@@ -74,6 +77,9 @@ class SagaChanges(TypedDict):
     updated_at: float
     owner: str | None
     lease_until: float | None
+    waiting_for: str | None
+    waiting_key: str | None
+    wait_until: float | None
 
 
 class NewSaga(SagaChanges):

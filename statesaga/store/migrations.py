@@ -33,7 +33,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from statesaga._errors import SchemaVersionError
-from statesaga.store.schema import SCHEMA_VERSION, inbox, metadata, outbox, sagas, schema_version
+from statesaga.store.schema import (
+    SCHEMA_VERSION,
+    inbox,
+    metadata,
+    outbox,
+    sagas,
+    schema_version,
+    signals,
+)
 
 #: An arbitrary constant: the PostgreSQL advisory lock statesaga's DDL takes.
 ADVISORY_LOCK = 0x5A6A_5A6A
@@ -54,8 +62,23 @@ def _add_outbox(conn: Connection) -> None:
     inbox.create(conn)
 
 
+def _add_waits(conn: Connection) -> None:
+    """Version 4: saga rows say what a wait step waits for; the signals table."""
+    for name in ("waiting_for", "waiting_key", "wait_until"):
+        kind = sagas.c[name].type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {sagas.name} ADD COLUMN {name} {kind}")
+    for index in sagas.indexes:
+        if index.name == "statesaga_sagas_waiting":
+            index.create(conn)
+    signals.create(conn)
+
+
 #: Migration to each version from the one before it.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_leases, 3: _add_outbox}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _add_leases,
+    3: _add_outbox,
+    4: _add_waits,
+}
 
 
 def found_version(conn: Connection) -> int | None:

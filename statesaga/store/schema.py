@@ -6,6 +6,11 @@
 what it starts from (``statesaga.store.migrations``). Times are UNIX seconds
 (floats), the same on every backend.
 
+A saga at a wait step names the event it waits for (``waiting_for``), its
+correlation key (``waiting_key``) and when it gives up (``wait_until``);
+``statesaga_signals`` holds every event sent to a saga or to a key, kept until
+the wait it is for consumes it (``store._signals`` reads and writes it).
+
 For choreography (``statesaga.choreography``), ``statesaga_outbox`` holds the
 events published in an application's transactions until a relay has handed
 them to the broker, and ``statesaga_inbox`` the ids of the events each
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Statuses of sagas that still have work to do; ``recover`` reads them through a partial index.
 INCOMPLETE = ("started", "compensating")
@@ -50,6 +55,10 @@ sagas = sa.Table(
     sa.Column("owner", sa.String(64)),
     sa.Column("lease_until", sa.Float),
     sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
+    # At a wait step: the event, its correlation key, and when the wait gives up.
+    sa.Column("waiting_for", sa.String(200)),
+    sa.Column("waiting_key", sa.String(200)),
+    sa.Column("wait_until", sa.Float),
 )
 
 sa.Index(
@@ -60,6 +69,46 @@ sa.Index(
     postgresql_where=sagas.c.status.in_(INCOMPLETE),
 )
 sa.Index("statesaga_sagas_name", sagas.c.name, sagas.c.created_at)
+sa.Index(
+    "statesaga_sagas_waiting",
+    sagas.c.waiting_for,
+    sagas.c.waiting_key,
+    sqlite_where=sagas.c.waiting_for.is_not(None),
+    postgresql_where=sagas.c.waiting_for.is_not(None),
+)
+
+signals = sa.Table(
+    "statesaga_signals",
+    metadata,
+    sa.Column(
+        "position",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    # The sender's id for it: a second signal with the same event and id is dropped.
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("event", sa.String(200), nullable=False),
+    # Addressed to one saga, or to whichever saga waits on the key.
+    sa.Column("saga_id", sa.String(200)),
+    sa.Column("key", sa.String(200)),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    # The saga whose wait consumed it, and when.
+    sa.Column("consumed_by", sa.String(200)),
+    sa.Column("consumed_at", sa.Float),
+    sa.UniqueConstraint("event", "event_id", name="statesaga_signals_once"),
+)
+
+sa.Index(
+    "statesaga_signals_pending",
+    signals.c.event,
+    signals.c.saga_id,
+    signals.c.key,
+    signals.c.position,
+    sqlite_where=signals.c.consumed_at.is_(None),
+    postgresql_where=signals.c.consumed_at.is_(None),
+)
 
 log = sa.Table(
     "statesaga_log",

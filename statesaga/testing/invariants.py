@@ -23,9 +23,12 @@ _STEP_STATUSES = (
     EntryStatus.RETRYING,
     EntryStatus.FAILED,
     EntryStatus.FAILED_IN_DOUBT,
+    EntryStatus.WAITING,
+    EntryStatus.TIMED_OUT,
 )
-#: A step's final failure: definite, or in doubt (its own compensation runs first).
-_FAILED = (EntryStatus.FAILED, EntryStatus.FAILED_IN_DOUBT)
+#: A step's final failure: definite (a wait that timed out too), or in doubt (its
+#: own compensation runs first).
+_FAILED = (EntryStatus.FAILED, EntryStatus.FAILED_IN_DOUBT, EntryStatus.TIMED_OUT)
 #: Entries that are no step's or compensation's final outcome: starts, and attempts
 #: that failed with another to follow.
 _NOT_OUTCOMES = (
@@ -34,6 +37,7 @@ _NOT_OUTCOMES = (
     EntryStatus.RETRYING,
     EntryStatus.COMPENSATION_RETRYING,
     EntryStatus.INTERRUPTED,
+    EntryStatus.WAITING,
 )
 
 
