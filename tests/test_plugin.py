@@ -17,6 +17,7 @@ def test_plugin_fixtures_give_a_working_engine(
     database STATESAGA_TEST_URL names."""
     expected = os.environ.get("STATESAGA_TEST_URL")
     assert statesaga_url == expected if expected else statesaga_url.startswith("sqlite:///")
+    statesaga_engine.register(OrderSaga)
     run = statesaga_engine.run(OrderSaga, OrderRequest("c-1", 5.0))
     assert run.status is SagaStatus.COMPLETED
 

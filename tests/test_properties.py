@@ -56,6 +56,21 @@ def expected_outcomes(
     return SagaStatus.COMPLETED, out
 
 
+#: The services of the saga instance registered on each engine, by engine owner
+#: and saga class: an engine registers one instance per definition, and the
+#: examples of one test share the test's engine.
+_services: dict[tuple[str, type], FakeServices] = {}
+
+
+def services_on(engine: SagaEngine, saga_cls: type) -> FakeServices:
+    """The services of ``saga_cls``'s instance on ``engine``, registered on first use."""
+    key = (engine.owner, saga_cls)
+    if key not in _services:
+        _services[key] = FakeServices()
+        engine.register(saga_cls(_services[key]))
+    return _services[key]
+
+
 def run_plan(
     engine: SagaEngine,
     saga_cls: type,
@@ -63,11 +78,12 @@ def run_plan(
     plan: dict[str, int | None],
     request: object,
 ) -> None:
-    services = FakeServices()
+    services = services_on(engine, saga_cls)
+    services.heal()
     for handler, times in plan.items():
         if times != 0:
             services.fail(ops[handler], times=times)
-    run = engine.run(saga_cls(services), request, saga_id=uuid.uuid4().hex)
+    run = engine.run(saga_cls, request, saga_id=uuid.uuid4().hex)
     history = engine.history(run.saga_id)
     check_saga(saga_cls.spec, run.status, history)
     status, expected = expected_outcomes(saga_cls.spec, plan)
