@@ -30,7 +30,7 @@ from statesaga._claiming import Claims
 from statesaga._clock import DbClock
 from statesaga._definition import Saga
 from statesaga._errors import SagaIdConflict, SagaNotFound
-from statesaga._handlers import HandlerLoop, Hooks
+from statesaga._handlers import HandlerLoop, Hooks, Observed, observed
 from statesaga._leases import Leases
 from statesaga._live import LiveRun
 from statesaga._reads import Reads
@@ -118,12 +118,27 @@ class SagaEngine(Signalling):
 
     @property
     def hooks(self) -> Hooks | None:
-        """Observation and fault-injection points (``statesaga.testing`` sets them)."""
-        return self._runner.hooks
+        """Observation and fault-injection points (``statesaga.testing`` sets them);
+        the observers added with ``observe`` stay around whatever is set here."""
+        hooks = self._runner.hooks
+        return hooks.inner if isinstance(hooks, Observed) else hooks
 
     @hooks.setter
     def hooks(self, hooks: Hooks | None) -> None:
-        self._runner.hooks = hooks
+        current = self._runner.hooks
+        observers = current.observers if isinstance(current, Observed) else ()
+        self._runner.hooks = observed(observers, hooks)
+
+    def observe(self, observer: Hooks) -> None:
+        """Add an observer: its ``call``, ``point`` and ``transition`` see every
+        handler call, commit point and transition of the sagas this engine drives,
+        around ``hooks`` (an injected failure is a failure to it). Observers run in
+        the order they were added; ``statesaga.otel.Telemetry`` is one."""
+        current = self._runner.hooks
+        if isinstance(current, Observed):
+            self._runner.hooks = observed((*current.observers, observer), current.inner)
+        else:
+            self._runner.hooks = observed((observer,), current)
 
     def close(self) -> None:
         """Stop the engine's workers, let go of the sagas it holds, and close its

@@ -2,7 +2,10 @@
 
 ``Handlers.call`` is the one place a step's or compensation's handler runs,
 sync or async, within its timeout and under the saga's lease; ``Hooks`` are
-the points where tests inject faults and applications trace.
+the points where tests inject faults and applications trace. An engine has one
+``hooks`` slot (the test toolkit's) and any number of observers
+(``SagaEngine.observe``: ``statesaga.otel``'s), which ``Observed`` runs around
+what the slot holds.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from statesaga import _codec as codec
 from statesaga._errors import StepTimeout
 from statesaga._leases import LeaseLost, Leases
 from statesaga._live import LiveRun, Results
+from statesaga._spec import SagaSpec
+from statesaga._status import SagaStatus
 
 
 @attrs.frozen
@@ -73,11 +78,46 @@ class Signal:
     received_at: float
 
 
+@attrs.frozen
+class Transition:
+    """One transition a runner took, as ``Hooks.transition`` sees it.
+
+    Attributes:
+        saga_id: the saga's id.
+        spec: its definition (``spec.name``, ``spec.version``, ``spec.steps``).
+        step: the step of the state left (for a compensation: the step it undoes).
+        kind: what the state left is: ``step`` or ``compensation``.
+        source: the state left.
+        trigger: the machine's trigger (``succeed``, ``retry``, ``fail``,
+            ``fail_in_doubt``, ``expire``, ...), or ``wait``: a wait step found no
+            event and the saga was let go until one comes (it stays in ``source``).
+        dest: the state entered.
+        attempt: the attempt whose outcome it records.
+        status: the saga's status in ``dest``.
+        parked: the runner let go of the saga (a retry delay it does not sleep
+            through, or a wait); another attempt comes later, maybe elsewhere.
+        error: the failure it records (``None`` for a success).
+    """
+
+    saga_id: str
+    spec: SagaSpec
+    step: str
+    kind: str
+    source: str
+    trigger: str
+    dest: str
+    attempt: int
+    status: SagaStatus
+    parked: bool
+    error: str | None
+
+
 class Hooks:
     """Observation and fault-injection points inside the runner.
 
     ``statesaga.testing`` subclasses this to inject failures and simulate
-    crashes; applications may use it for tracing. Set ``engine.hooks``.
+    crashes; applications may use it for tracing. Set ``engine.hooks``, or add
+    an observer with ``engine.observe``.
     """
 
     def call(
@@ -89,6 +129,48 @@ class Hooks:
     def point(self, point: str, saga_id: str, state: str, attempt: int) -> None:
         """Called at ``before_commit`` (the state is the one being left) and
         ``after_commit`` (the state is the one entered)."""
+
+    def transition(self, transition: Transition) -> None:
+        """Called once per transition, when its writes are made (for a
+        transactional attempt: in its transaction, which commits next)."""
+
+
+def _around(
+    hooks: Hooks, saga_id: str, state: str, attempt: int, fn: Callable[..., Any]
+) -> Callable[..., Any]:
+    return lambda *args: hooks.call(saga_id, state, attempt, fn, args)
+
+
+class Observed(Hooks):
+    """The hooks an engine runs: its observers, in the order they were added,
+    around the hooks set as ``engine.hooks`` (``inner``), so that an observer's
+    ``call`` sees the handler as the inner hooks made it behave (an injected
+    failure is a failure) and a crash the inner hooks raise passes through it."""
+
+    def __init__(self, observers: tuple[Hooks, ...], inner: Hooks | None) -> None:
+        self.observers = observers
+        self.inner = inner
+        self._all = observers if inner is None else (*observers, inner)
+
+    def call(
+        self, saga_id: str, state: str, attempt: int, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
+        for hooks in reversed(self._all[1:]):
+            fn = _around(hooks, saga_id, state, attempt, fn)
+        return self._all[0].call(saga_id, state, attempt, fn, args)
+
+    def point(self, point: str, saga_id: str, state: str, attempt: int) -> None:
+        for hooks in self._all:
+            hooks.point(point, saga_id, state, attempt)
+
+    def transition(self, transition: Transition) -> None:
+        for hooks in self._all:
+            hooks.transition(transition)
+
+
+def observed(observers: tuple[Hooks, ...], inner: Hooks | None) -> Hooks | None:
+    """The hooks that run ``observers`` around ``inner`` (no wrapper when there are none)."""
+    return Observed(observers, inner) if observers else inner
 
 
 def describe(error: BaseException) -> str:

@@ -40,6 +40,7 @@ from statesaga._handlers import (
     Hooks,
     Interrupted,
     Signal,
+    Transition,
     describe,
 )
 from statesaga._leases import LeaseLost, Leases
@@ -342,6 +343,7 @@ class Runner:
         run.due_at = changes["due_at"]
         run.parked = True
         run.awaiting = True
+        self._observe(run, run.state, "wait", run.state)
 
     def _expire(self, run: LiveRun, event: str, timeout: float | None) -> None:
         """A wait that gave up: a definite failure; the saga compensates."""
@@ -471,6 +473,7 @@ class Runner:
             self.leases.drop(run.saga_id)
         else:
             self.leases.hold(run.saga_id, until)
+        self._observe(run, source, trigger, dest)
         run.state = dest
         run.seq = changes["seq"]
         run.attempt = changes["attempt"]
@@ -481,6 +484,52 @@ class Runner:
             run.wait_until = None
         if run.tx is None:
             self._probe("after_commit", run)
+
+    def _observe(self, run: LiveRun, source: str, trigger: str, dest: str) -> None:
+        """Tell the ``statesaga`` logger (one INFO record, the transition in its
+        extra fields) and the hooks about a transition just written."""
+        hooks = self.handlers.hooks
+        logging_on = log.isEnabledFor(logging.INFO)
+        if hooks is None and not logging_on:
+            return
+        spec, machine = run.defn.spec, run.defn.machine
+        left = machine.state(source)
+        step = left.step or source
+        if logging_on:
+            log.info(
+                "%s %s: %s --%s--> %s (attempt %d)",
+                spec.name,
+                run.saga_id,
+                source,
+                trigger,
+                dest,
+                run.attempt,
+                extra={
+                    "saga_id": run.saga_id,
+                    "saga": spec.name,
+                    "step": step,
+                    "from": source,
+                    "to": dest,
+                    "trigger": trigger,
+                    "attempt": run.attempt,
+                },
+            )
+        if hooks is not None:
+            hooks.transition(
+                Transition(
+                    run.saga_id,
+                    spec,
+                    step,
+                    left.kind,
+                    source,
+                    trigger,
+                    dest,
+                    run.attempt,
+                    machine.state(dest).status,
+                    run.parked,
+                    None if trigger in ("succeed", "wait") else run.outcome,
+                )
+            )
 
     def _probe(self, point: str, run: LiveRun) -> None:
         hooks = self.handlers.hooks
