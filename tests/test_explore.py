@@ -15,7 +15,7 @@ from definitions.order import OrderRequest, OrderSaga
 from definitions.services import FakeServices
 from definitions.transfer import TransferRequest, TransferSaga, balances, open_accounts
 from definitions.trip import TripRequest, TripSaga
-from statesaga import Saga
+from statesaga import InDoubt, Saga
 from statesaga.testing import (
     Crash,
     Exploration,
@@ -248,11 +248,14 @@ def test_assert_saga_correct_fails_with_the_counterexample(statesaga_url: str) -
 def test_failure_plans_are_reachable_and_distinct() -> None:
     """The order saga's plans: no fault; each step failing for good, and the charge
     failing once or twice before it succeeds (its policy allows three attempts);
-    each compensation failing after each step failure that makes it run. No two
-    plans take the same path."""
+    each compensation failing after each step failure that makes it run; then,
+    for each step that may fail in doubt (it lists ServiceTimeout and has a
+    compensation), the same after acting, in doubt, and each compensation failing
+    after its own step failed in doubt. No two plans take the same path."""
     plans = [plan for _, plan in failure_plans(OrderSaga, [InjectedFault], 1)]
     assert plans[0] == {}
     steps = [p for p in plans[1:] if len(p) == 1]
+    acted = [Fault(None, InDoubt, True), Fault(1, InDoubt, True), Fault(2, InDoubt, True)]
     assert steps == [
         {"create_order": Fault(None)},
         {"charge_payment": Fault(None)},
@@ -260,13 +263,31 @@ def test_failure_plans_are_reachable_and_distinct() -> None:
         {"charge_payment": Fault(2)},
         {"reserve_inventory": Fault(None)},
         {"confirm_order": Fault(None)},
+        {"create_order": acted[0]},
+        *({"charge_payment": fault} for fault in acted),
+        {"reserve_inventory": acted[0]},
     ]
     compensations = [p for p in plans if len(p) == 2]
     assert {"charge_payment": Fault(None), "cancel_order": Fault(None)} in compensations
     assert {"confirm_order": Fault(None), "release_reservation": Fault(None)} in compensations
-    assert len(compensations) == 3 + 2 + 1  # cancel, refund, release: after each later step
+    assert {"charge_payment": acted[0], "refund_payment": Fault(None)} in compensations
+    # cancel, refund, release: after each later step failing, then after their own in doubt
+    assert len(compensations) == 3 + 2 + 1 + 3
+    first_acted = next(i for i, p in enumerate(plans) if any(f.after_acting for f in p.values()))
+    assert not any(f.after_acting for p in plans[:first_acted] for f in p.values())
+    assert all(any(f.after_acting for f in p.values()) for p in plans[first_acted:])
     two = [p for _, p in failure_plans(OrderSaga, [InjectedFault], 2)]
     assert len(two) > len(plans) and all(len(p) <= 3 for p in two)
+
+
+def test_a_step_that_cannot_fail_in_doubt_gets_no_fault_after_acting() -> None:
+    """The trip saga lists nothing in doubt and has no timeout: its space is what it
+    was before faults after acting existed, and the last step of the order saga
+    (no compensation) gets none either."""
+    trip = [p for _, p in failure_plans(TripSaga, [InjectedFault], 1)]
+    assert not any(f.after_acting for p in trip for f in p.values())
+    order = [p for _, p in failure_plans(OrderSaga, [InjectedFault], 1)]
+    assert not any(p.get("confirm_order", Fault()).after_acting for p in order)
 
 
 def test_errors_given_exercise_the_retry_policy(db_url: str) -> None:
@@ -315,7 +336,8 @@ def test_too_large_a_space_is_sampled_the_same_way_every_run(db_url: str) -> Non
         max_scenarios=100,
     )
     assert broken.sampled and broken.counterexample is not None
-    assert broken.counterexample.scenario.crash == Crash("before_commit", "charge_payment", 1)
+    crash = broken.counterexample.scenario.crash
+    assert crash is not None and (crash.point, crash.state) == ("before_commit", "charge_payment")
 
 
 # -- async sagas and the event loop ----------------------------------------------------

@@ -1,7 +1,8 @@
 """Sagas for the toolkit's tests: an async order saga, and one saga per planted bug.
 
 Each broken saga is the order saga with one handler changed, and has a name
-of its own, so that every bug is caught on its own.
+of its own, so that every bug is caught on its own (a changed compensation
+still looks up what its step may have done when handed ``NOT_COMPLETED``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class DoubleRefund(OrderSaga):
     name = "order-double-refund"
 
     def refund_payment(self, ctx: StepContext, payment_id: str) -> None:
-        self.services.call("payments.refund", uuid.uuid4().hex, payment_id=payment_id)
+        if (payment := self._made(ctx, "payments.charge", payment_id)) is not None:
+            self.services.call("payments.refund", uuid.uuid4().hex, payment_id=payment)
 
 
 class UnkeyedCharge(OrderSaga):
@@ -73,13 +75,15 @@ class RefundRaisesWhenDone(OrderSaga):
     name = "order-refund-raises-when-done"
 
     def refund_payment(self, ctx: StepContext, payment_id: str) -> None:
+        if (payment := self._made(ctx, "payments.charge", payment_id)) is None:
+            return
         refunded = any(
-            r["operation"] == "payments.refund" and r.get("payment_id") == payment_id
+            r["operation"] == "payments.refund" and r.get("payment_id") == payment
             for r in self.services.records.values()
         )
         if refunded:
-            raise ServiceError(f"payment {payment_id} is already refunded")
-        self.services.call("payments.refund", uuid.uuid4().hex, payment_id=payment_id)
+            raise ServiceError(f"payment {payment} is already refunded")
+        self.services.call("payments.refund", uuid.uuid4().hex, payment_id=payment)
 
 
 class AsyncOrderSaga(Saga):

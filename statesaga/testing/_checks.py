@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from statesaga._definition import Saga
+from statesaga._spec import NOT_COMPLETED
 from statesaga._status import EntryStatus, SagaStatus
 from statesaga.testing._report import (
     Counterexample,
@@ -24,7 +25,7 @@ from statesaga.testing._report import (
     scenario_words,
     times,
 )
-from statesaga.testing.invariants import outcomes, saga_problem
+from statesaga.testing.invariants import _FAILED, outcomes, saga_problem
 
 if TYPE_CHECKING:
     from statesaga.testing._outcome import Outcome
@@ -40,6 +41,18 @@ _IDEMPOTENT = (
 _NOTHING_TO_UNDO = (
     "a compensation must succeed when there is nothing left to undo: treat 'already "
     "refunded', 'not found' and the like as done"
+)
+_IN_DOUBT_OPTIONS = (
+    "declare it so: @step(in_doubt=({error},)) for the errors that come after it may have "
+    "acted (a timeout, a lost connection), raise InDoubt from it, or "
+    "@step(compensate_failed=True) if any failure may leave its effect; its compensation "
+    "then runs first, handed NOT_COMPLETED, and looks the effect up by ctx.step_key. Or "
+    "make it fail before it acts"
+)
+_LOOK_UP = (
+    "{comp} is handed NOT_COMPLETED when {step} failed in doubt (it may have acted, "
+    "but returned nothing): then look up what {step} may have done by ctx.step_key (the "
+    "idempotency key its attempts used), undo that, and return if nothing is found"
 )
 
 
@@ -109,13 +122,28 @@ def _duplicates(outcome: Outcome) -> Found:
     )
 
 
+def _in_doubt(outcome: Outcome) -> set[str]:
+    """The steps that failed for good in doubt (their compensation got ``NOT_COMPLETED``)."""
+    return {step for step, st in outcomes(outcome.history) if st is EntryStatus.FAILED_IN_DOUBT}
+
+
 def _handed(saga: type[Saga], outcome: Outcome) -> Found:
     machine = saga.machine
+    in_doubt = _in_doubt(outcome)
     for call in outcome.calls:
         info = machine.state(call.state)
         if info.kind != "compensation" or call.injected:
             continue
         assert info.step is not None
+        if info.step in in_doubt:
+            if call.args[1] is NOT_COMPLETED:
+                continue
+            return (
+                f"compensation {call.state!r} was handed {call.args[1]!r}, but step "
+                f"{info.step!r} failed in doubt and returned nothing (NOT_COMPLETED)",
+                "this is the engine's guarantee, not your saga's: report it with this log",
+                "",
+            )
         expected = outcome.returns.get(info.step)
         if call.args[1] != expected:
             return (
@@ -161,6 +189,13 @@ def _compensation_failed(saga: type[Saga], outcome: Outcome) -> Found:
                 f"{_NOTHING_TO_UNDO}",
                 "",
             )
+        if step_name in _in_doubt(outcome):
+            return (
+                f"compensation {comp.name!r} failed for good on NOT_COMPLETED ({step_name} "
+                f"failed in doubt) although the scenario let it succeed: {error}",
+                _LOOK_UP.format(comp=comp.name, step=step_name),
+                "",
+            )
         result = outcome.returns.get(step_name)
         return (
             f"compensation {comp.name!r} failed for good although the scenario let it "
@@ -183,28 +218,55 @@ def _undone(saga: type[Saga], outcome: Outcome) -> Found:
     changed = change(outcome.state_before, outcome.state_after)
     if not changed:
         return None
-    failing = next(
-        (step for step, st in outcomes(outcome.history) if st is EntryStatus.FAILED), None
+    failing, how = next(
+        ((step, st) for step, st in outcomes(outcome.history) if st in _FAILED), (None, None)
     )
-    raised = next(
-        (c.error for c in outcome.calls if c.state == failing and c.error and not c.injected),
-        None,
-    )
-    if raised is not None:
-        fix = (
-            f"{failing} raised ({raised}) after it may have acted: only completed steps are "
-            f"compensated, so what {failing} did before raising stays. Make it fail before it "
-            "acts, or undo its own partial work before it raises"
-        )
-    else:
-        fix = (
-            "each compensation must undo exactly what its step did: use the result it is "
-            "handed (the step's return value), not a value it looks up or rebuilds"
-        )
     return (
         "the saga ended failed but did not leave the services' state as it found it",
-        fix,
+        _undo_fix(saga, outcome, failing, how),
         "\n".join(["state change (should be none):", *(f"  {c}" for c in change_lines(changed))]),
+    )
+
+
+def _undo_fix(
+    saga: type[Saga], outcome: Outcome, failing: str | None, how: EntryStatus | None
+) -> str:
+    """The likely fix for what a failed saga left in force, from how its step failed."""
+    generic = (
+        "each compensation must undo exactly what its step did: use the result it is "
+        "handed (the step's return value), not a value it looks up or rebuilds"
+    )
+    if failing is None:
+        return generic
+    step = saga.spec.step(failing)
+    if how is EntryStatus.FAILED_IN_DOUBT:
+        assert step.compensation is not None  # the saga invariants hold (checked first)
+        comp = step.compensation.name
+        return (
+            f"{failing} failed in doubt, so {comp} ran first, handed NOT_COMPLETED: if what "
+            f"stayed is what {failing} did, {comp} must look it up by ctx.step_key (the "
+            f"idempotency key {failing}'s attempts used) and undo it. Otherwise {generic}"
+        )
+    calls = [c for c in outcome.calls if c.state == failing]
+    raised = next((c.error for c in calls if c.error), None)  # what the handler raised
+    fault = outcome.scenario.plan.get(failing)
+    if raised is not None:
+        what = f"{failing} raised ({raised}) after it may have acted"
+        error = raised.partition(":")[0]
+    elif fault is not None and fault.after_acting:
+        error = fault.error.__name__
+        what = f"{failing} acted and then failed ({error}, injected)"
+    else:
+        return generic
+    if step.compensation is None:
+        return (
+            f"{what}, and it has no compensation, so what it did stays. Add a compensation "
+            f"and {_IN_DOUBT_OPTIONS.format(error=error)}"
+        )
+    return (
+        f"{what}: a definite failure is not compensated, only the steps completed before "
+        f"it, so what {failing} did stays. If it may act and then fail, "
+        + _IN_DOUBT_OPTIONS.format(error=error)
     )
 
 

@@ -1,7 +1,9 @@
 """Inject a scenario's failures and crashes into a saga's real handlers.
 
 Failures are injected through the engine's ``Hooks``: an injected failure
-raises before the handler runs, exactly as a service call that fails would. A
+raises before the handler runs, exactly as a service call that fails would;
+one ``after_acting`` runs the handler first (its effect happens, its result
+is dropped) and then raises, as a call whose answer was lost would. A
 simulated crash raises ``SimulatedCrash`` (a ``BaseException``, so no handler
 swallows it) at a crash point; the harness then drops that engine, as a dead
 process would, and resumes the saga in a fresh engine over the same database.
@@ -62,11 +64,15 @@ class Injector(Hooks):
         self._reach("before_handler", state)
         fault = self.plan.get(state)
         if fault is not None and (fault.times is None or self.failed[state] < fault.times):
-            self.calls.append(Call(state, attempt, args[1:], injected=True))
             self.pending = state
-            # Extension point for in-doubt faults (issue #10): run ``fn`` first,
-            # then raise, once the engine compensates a step that failed in doubt.
-            raise fault.error(f"injected failure of {state} (attempt {attempt})")
+            error = fault.error(
+                f"injected failure of {state}{' after it acted' if fault.after_acting else ''} "
+                f"(attempt {attempt})"
+            )
+            if fault.after_acting:
+                return self._act_then_fail(state, attempt, fn, args, error)
+            self.calls.append(Call(state, attempt, args[1:], injected=True))
+            raise error
         index = len(self.calls)
         self.calls.append(Call(state, attempt, args[1:], injected=False))
         try:
@@ -80,6 +86,36 @@ class Injector(Hooks):
             return self._settle(index, len(args) == 2, result)
         self._returned(index, len(args) == 2, result)
         return result
+
+    def _act_then_fail(
+        self,
+        state: str,
+        attempt: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        error: Exception,
+    ) -> Any:
+        """Run the handler (its effect happens), drop its result and raise ``error``,
+        as a call whose answer was lost; an async handler's coroutine is awaited first.
+        If the handler raises by itself, that is the attempt's failure instead."""
+        index = len(self.calls)
+        self.calls.append(Call(state, attempt, args[1:], injected=True))
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            self._raised(index, exc)
+            raise
+        if inspect.isawaitable(result):
+            return self._settle_then_fail(index, result, error)
+        raise error
+
+    async def _settle_then_fail(self, index: int, pending: Awaitable[Any], error: Exception) -> Any:
+        try:
+            await pending
+        except Exception as exc:
+            self._raised(index, exc)
+            raise
+        raise error
 
     async def _settle(self, index: int, is_step: bool, pending: Awaitable[Any]) -> Any:
         try:

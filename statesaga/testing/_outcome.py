@@ -21,7 +21,8 @@ class Call:
         state: the step or compensation.
         attempt: its attempt number.
         args: what the handler got after ``self``: ``(ctx,)`` or ``(ctx, result)``.
-        injected: whether the harness made it fail.
+        injected: whether the harness made it fail (before its handler ran, or
+            after, for a fault ``after_acting``).
         error: what the handler itself raised (``Type: message``), if it did.
     """
 

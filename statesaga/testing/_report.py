@@ -61,6 +61,10 @@ def _crash_sentence(crash: Crash) -> str:
 
 def _fault_words(handler: str, fault: Fault) -> str:
     error = fault.error.__name__
+    if fault.after_acting:
+        if fault.times is None:
+            return f"{handler} acts and then fails, every attempt, for good ({error})"
+        return f"{handler} acts and then fails {times(fault.times)} ({error}), then succeeds"
     if fault.times is None:
         return f"{handler} fails for good ({error})"
     return f"{handler} fails {times(fault.times)} ({error}), then succeeds"

@@ -31,7 +31,7 @@ class InjectedFault(StateSagaError, RuntimeError):
     """The default error an injected failure raises."""
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Fault:
     """What happens to one step or compensation.
 
@@ -39,10 +39,23 @@ class Fault:
         times: how many attempts fail before one succeeds; ``None`` fails every attempt.
         error: the exception type raised (give your application's own types so
             that a step's ``retry_on`` applies to them).
+        after_acting: the handler runs first — its effect happens, its result is
+            dropped — and then the attempt fails with ``error``: a call that acted
+            but whose answer was lost. With ``InDoubt`` (or an error the step lists
+            in ``in_doubt=``, or any error for ``compensate_failed=True``) a step
+            with a compensation fails *in doubt*: its own compensation runs first,
+            handed ``NOT_COMPLETED``. Otherwise it is a plain failure, and what the
+            handler did stays.
     """
 
     times: int | None = 1
-    error: type[Exception] = attrs.field(default=InjectedFault, repr=lambda e: e.__qualname__)
+    error: type[Exception] = InjectedFault
+    after_acting: bool = False
+
+    def __repr__(self) -> str:
+        # A replayable repr that reads as before for the faults that raise before acting.
+        after = ", after_acting=True" if self.after_acting else ""
+        return f"Fault(times={self.times!r}, error={self.error.__qualname__}{after})"
 
 
 @attrs.frozen

@@ -263,19 +263,22 @@ def explore(
     The space: every failure plan of up to ``max_faults`` faults (a step or
     compensation failing for good, or failing k times before it succeeds as its
     retry policy allows; a compensation's fault comes with the step failure
-    that makes it run), each with no crash and with one crash at every point the
-    run reaches (``crashes=2``: and a second at every point the resumed run
-    reaches), the start request delivered again while the saga is stranded
-    and after it ended (``duplicates``).
+    that makes it run; a step that may fail in doubt also acts and then fails
+    in doubt, so that its compensation is handed ``NOT_COMPLETED``), each with
+    no crash and with one crash at every point the run reaches (``crashes=2``:
+    and a second at every point the resumed run reaches), the start request
+    delivered again while the saga is stranded and after it ended
+    (``duplicates``).
 
     The checks, on every run: the saga invariants (``check_saga``); duplicate
-    starts create nothing; each compensation is handed what its step returned;
-    no compensation fails for good unless the plan made it; with ``state``, a
-    saga that ends ``failed`` leaves the state as it found it (the undo
-    invariant). Against the run with the same faults and no crash: the same
-    status and log, the same ``effects`` and, for a completed saga, the same
-    change of ``state``. A run without faults in which no handler ran to its end
-    is a failure too: it tested nothing.
+    starts create nothing; each compensation is handed what its step returned
+    (``NOT_COMPLETED`` if it failed in doubt); no compensation fails for good
+    unless the plan made it; with ``state``, a saga that ends ``failed`` leaves
+    the state as it found it (the undo invariant). Against the run with the
+    same faults and no crash: the same status and log, the same ``effects``
+    and, for a completed saga, the same change of ``state``. A run without
+    faults in which no handler ran to its end is a failure too: it tested
+    nothing.
 
     Args:
         saga: the saga, as a class or an instance (its services are shared by

@@ -294,9 +294,10 @@ class SagaHarness:
         Beyond ``check_saga`` (terminal status, completion, reverse-order
         compensation exactly once, nothing compensated that never completed):
         duplicate starts created nothing; each compensation was handed exactly
-        what its step returned; no compensation failed for good unless the
-        scenario made it; and, with ``state``, a saga that ended ``failed``
-        left the services' state as it found it.
+        what its step returned (``NOT_COMPLETED`` if it failed in doubt); no
+        compensation failed for good unless the scenario made it; and, with
+        ``state``, a saga that ended ``failed`` left the services' state as it
+        found it.
 
         Raises:
             InvariantViolation: naming the problem and the likely fix, with the

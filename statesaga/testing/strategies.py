@@ -14,19 +14,24 @@ from collections.abc import Mapping, Sequence
 from hypothesis import strategies as st
 
 from statesaga._definition import Saga
+from statesaga._errors import InDoubt
 from statesaga.testing import _space
 from statesaga.testing._scenario import CRASH_POINTS, Crash, Fault, InjectedFault, Scenario
 
 
 def faults(
-    errors: Sequence[type[Exception]] = (InjectedFault,), max_times: int = 3
+    errors: Sequence[type[Exception]] = (InjectedFault,),
+    max_times: int = 3,
+    after_acting: bool = False,
 ) -> st.SearchStrategy[Fault]:
     """One fault: fail 1..``max_times`` attempts then succeed, or fail for good,
-    raising one of ``errors``."""
+    raising one of ``errors``; ``after_acting``: each failing attempt runs the
+    handler first (its effect happens), as ``Fault`` says."""
     return st.builds(
         Fault,
         times=st.one_of(st.integers(1, max_times), st.none()),
         error=st.sampled_from(list(errors)),
+        after_acting=st.just(after_acting),
     )
 
 
@@ -35,9 +40,20 @@ def failure_plans(
     errors: Sequence[type[Exception]] = (InjectedFault,),
     max_times: int = 3,
 ) -> st.SearchStrategy[dict[str, Fault]]:
-    """Faults for any subset of the saga's steps and compensations (the others succeed)."""
-    names = [name for name, _ in _space.handlers(saga)]
-    return st.dictionaries(st.sampled_from(names), faults(errors, max_times), max_size=len(names))
+    """Faults for any subset of the saga's steps and compensations (the others
+    succeed). A step that may fail in doubt (it has a compensation, and lists
+    errors in ``in_doubt=``, has a timeout or ``compensate_failed=True``) may
+    also act and then fail in doubt: with those of ``errors`` it fails in doubt
+    on, or ``InDoubt``."""
+    options = {name: faults(errors, max_times) for name, _ in _space.handlers(saga)}
+    for s in saga.spec.steps:
+        if _space.may_fail_in_doubt(s):
+            doubtful = [e for e in errors if _space.fails_in_doubt(s, e)]
+            acted = faults([*doubtful, InDoubt], max_times, after_acting=True)
+            options[s.name] = st.one_of(options[s.name], acted)
+    return st.lists(st.sampled_from(list(options)), unique=True).flatmap(
+        lambda chosen: st.fixed_dictionaries({name: options[name] for name in chosen})
+    )
 
 
 def crash_points(
