@@ -30,8 +30,9 @@ Attributes: ``statesaga.saga_id``, ``statesaga.saga``, ``statesaga.version``,
 ``statesaga.step`` (for a compensation: the step it undoes), ``statesaga.kind``
 (``step`` or ``compensation``), ``statesaga.attempt``, ``statesaga.outcome``
 (an attempt's trigger: ``succeed``, ``retry``, ``fail``, ``fail_in_doubt``,
-``expire``, ``wait``, or ``interrupted``; a saga span's terminal status, or
-``parked``, ``waiting``, ``interrupted``, ``released``).
+``expire``, ``wait``, ``interrupted``, or ``abandoned``: its saga was lost to
+another runner before its outcome was written; a saga span's terminal status,
+or ``parked``, ``waiting``, ``interrupted``, ``released``).
 
 Metrics (attributes in brackets): ``statesaga.sagas.started`` [saga],
 ``statesaga.sagas.finished`` [saga, status], ``statesaga.step.duration``
