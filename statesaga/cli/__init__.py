@@ -53,6 +53,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Publish the choreography's outbox to RabbitMQ until SIGTERM or Ctrl-C.",
     ),
     "db": ("statesaga.cli._runs:db_group", "The statesaga schema in a database."),
+    "web": (
+        "statesaga.cli._web:web",
+        "Serve the operator console: sagas, their paths, and operator actions.",
+    ),
 }
 
 
