@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -48,7 +48,7 @@ from statesaga._live import LiveRun, Results
 from statesaga._registry import Definition
 from statesaga._spec import NOT_COMPLETED, Retry, StepSpec
 from statesaga._views import SagaRun
-from statesaga.store import SagaRow, SqlStore
+from statesaga.store import LogRow, SagaRow, SqlStore, Transaction
 
 #: Errors no retry policy retries: retrying cannot help.
 _FINAL = (SerializationError, DeadlineExceeded)
@@ -128,17 +128,20 @@ class Runner:
     def hooks(self, hooks: Hooks | None) -> None:
         self.handlers.hooks = hooks
 
-    def claimed(self, defn: Definition, row: SagaRow) -> LiveRun:
-        """Rebuild a saga this runner just claimed from its row and log; its next
-        attempt begins (and is recorded, so that a crash during it is counted)
-        when ``drive`` reaches it.
+    def claimed(
+        self, defn: Definition, row: SagaRow, log: Sequence[LogRow] | None = None
+    ) -> LiveRun:
+        """Rebuild a saga this runner just claimed from its row and log (read now
+        if not given); its next attempt begins (and is recorded, so that a crash
+        during it is counted) when ``drive`` reaches it, or ``begin`` starts it.
 
         Raises:
             ResumeError: its row or log cannot be read or do not fit ``defn``;
                 nothing was written.
         """
         try:
-            rebuilt = defn.journal.rebuild(row, self.store.log(row.saga_id))
+            stored = self.store.log(row.saga_id) if log is None else log
+            rebuilt = defn.journal.rebuild(row, stored)
         except HistoryMismatch as exc:
             raise CorruptSaga(row.saga_id, exc.problem) from exc
         except Exception as exc:
@@ -166,10 +169,16 @@ class Runner:
         self.leases.hold(row.saga_id, row.lease_until or self.leases.until())
         return run
 
-    def _begin(self, run: LiveRun) -> None:
+    def begin(self, run: LiveRun, tx: Transaction) -> None:
+        """Start the next attempt of a saga just claimed, in the claim's transaction
+        ``tx``: one commit for both, so a started saga's first step runs sooner."""
+        self._begin(run, tx)
+
+    def _begin(self, run: LiveRun, tx: Transaction | None = None) -> None:
         """Start the next attempt in the run's state: wait out what is left of a
         retry delay here, then record the attempt as it really starts (a wait step's
-        due time is when it gives up, not a delay: it is not waited out here)."""
+        due time is when it gives up, not a delay: it is not waited out here), in
+        ``tx`` if given."""
         if run.due_at is not None and run.wait_until is None:
             wait = _wait(run, self.clock())
             if wait > 0:
@@ -187,7 +196,11 @@ class Runner:
             (self.leases.owner, until),
             run.wait_until,
         )
-        self.store.advance(run.saga_id, (run.seq, run.epoch), changes, [entry])
+        fence = (run.seq, run.epoch)
+        if tx is None:
+            self.store.advance(run.saga_id, fence, changes, [entry])
+        else:
+            tx.advance(run.saga_id, fence, changes, [entry])
         self.leases.hold(run.saga_id, until)
         run.attempt = changes["attempt"]
         run.seq = changes["seq"]
