@@ -33,6 +33,7 @@ from statesaga._errors import SagaIdConflict, SagaNotFound
 from statesaga._handlers import HandlerLoop, Hooks, Observed, observed
 from statesaga._leases import Leases
 from statesaga._live import LiveRun
+from statesaga._operating import Operating
 from statesaga._reads import Reads
 from statesaga._registry import Registry
 from statesaga._runner import Runner
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from statesaga.choreography import Broker
 
 
-class SagaEngine(Signalling):
+class SagaEngine(Signalling, Operating):
     """Runs sagas and persists them in a SQL database.
 
     Args:

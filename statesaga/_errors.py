@@ -14,6 +14,8 @@ as attributes, and their message says what to do::
     │   └── (diagrams) DefinitionNotFound  none of the definitions given is the saga's
     ├── SagaNotFound (LookupError)         no saga with that id
     ├── SignalRefused (LookupError)        a signal no saga would ever consume (not stored)
+    ├── OperatorRefused (ValueError)       an operator's action that makes no sense for the saga
+    ├── SagaCancelled (RuntimeError)       the error a cancelled saga records (never raised)
     ├── SagaIdConflict (ValueError)        a saga id is already used by another saga type
     ├── ResumeError (RuntimeError)         a stored saga cannot be resumed (left untouched)
     │   └── CorruptSaga                    its row or log is damaged: not read, not acted on
@@ -242,6 +244,26 @@ class DeadlineExceeded(StateSagaError, TimeoutError):
         )
         self.saga_id = saga_id
         self.step = step
+
+
+class SagaCancelled(StateSagaError, RuntimeError):
+    """The error a cancelled saga records: an operator stopped it going forward,
+    and it compensated. Not raised; its text is the saga's ``error``."""
+
+    def __init__(self, saga_id: str, by: str | None, reason: str | None) -> None:
+        who = f"by {by}" if by else "by an operator"
+        super().__init__(f"cancelled {who}: {reason or 'no reason given'}")
+        self.saga_id = saga_id
+
+
+class OperatorRefused(StateSagaError, ValueError):
+    """An operator's action that makes no sense for the saga as it is (cancel a
+    completed saga, resolve a running one); nothing was changed."""
+
+    def __init__(self, action: str, saga_id: str, why: str) -> None:
+        super().__init__(f"cannot {action} saga {saga_id!r}: {why}")
+        self.action = action
+        self.saga_id = saga_id
 
 
 class SignalRefused(StateSagaError, LookupError):

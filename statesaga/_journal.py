@@ -80,6 +80,7 @@ class Journal:
         self._plans = {
             (t.source, t.trigger, t.dest): self._plan(machine.state(t.source), t.trigger, t.dest)
             for t in machine.transitions
+            if not machine.is_terminal(t.source)  # the operator's: see ``operator``
         }
 
     def _plan(self, src: StateInfo, trigger: str, dest: str) -> _Plan:
@@ -126,6 +127,9 @@ class Journal:
             "waiting_for": None,
             "waiting_key": None,
             "wait_until": None,
+            "request": None,
+            "request_by": None,
+            "request_reason": None,
         }
         return row, entries
 
@@ -252,6 +256,47 @@ class Journal:
         entry = _record(saga_id, seq + 1, info.step, EntryStatus.INTERRUPTED, attempt, now)
         entry["error"] = why
         return _staying(info, seq + 1, attempt, error, now, None, wait_until), entry
+
+    def paused(
+        self,
+        saga_id: str,
+        seq: int,
+        state: str,
+        attempt: int,
+        error: str | None,
+        note: str,
+        now: float,
+        wait_until: float | None = None,
+    ) -> tuple[SagaChanges, LogRecord]:
+        """What carrying out an operator's pause writes: a ``paused`` entry (its
+        result says who and why); the saga stays in ``state``, let go."""
+        info = self.machine.state(state)
+        assert info.step is not None
+        entry = _record(saga_id, seq + 1, info.step, EntryStatus.PAUSED, attempt, now)
+        entry["result"] = note
+        return _staying(info, seq + 1, attempt, error, now, None, wait_until), entry
+
+    def operator(
+        self,
+        saga_id: str,
+        seq: int,
+        source: str,
+        status: EntryStatus,
+        dest: str,
+        step: str,
+        attempt: int,
+        error: str | None,
+        note: str,
+        now: float,
+    ) -> tuple[SagaChanges, LogRecord]:
+        """What an operator's ``unpaused`` (``dest`` = ``source``), ``resolved`` or
+        ``retried`` writes: one entry about ``step`` (its result says who and
+        why), the saga in ``dest``, let go, its next attempt to begin (numbered
+        after ``attempt``)."""
+        entry = _record(saga_id, seq + 1, step, status, attempt, now)
+        entry["result"] = note
+        info = self.machine.state(dest)
+        return _staying(info, seq + 1, attempt, error, now, None, None), entry
 
     def waiting(
         self,

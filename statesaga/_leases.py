@@ -56,6 +56,7 @@ class Leases:
         self.clock = clock
         self._until: dict[str, float] = {}  # held saga -> when its lease runs out, as we know it
         self._lost: set[str] = set()
+        self._requests: dict[str, str] = {}  # held saga -> an operator's request on it
         self._handlers: dict[str, concurrent.futures.Future[object]] = {}
         self._lock = threading.Lock()
         #: Whether this owner ever held a lease (else it has none to let go of).
@@ -80,9 +81,23 @@ class Leases:
                 )
                 self._thread.start()
 
+    def requested(self, saga_id: str) -> str | None:
+        """The operator's request on held ``saga_id`` (``cancel``, ``pause``), as the
+        claim or the last heartbeat read it; ``None``: none."""
+        return self._requests.get(saga_id)
+
+    def note_request(self, saga_id: str, request: str | None) -> None:
+        """Remember (or, ``None``, forget) the request on ``saga_id``."""
+        with self._lock:
+            if request is None:
+                self._requests.pop(saga_id, None)
+            else:
+                self._requests[saga_id] = request
+
     def drop(self, saga_id: str) -> None:
         """Forget ``saga_id``: its saga finished, was parked or let go."""
         with self._lock:
+            self._requests.pop(saga_id, None)
             self._until.pop(saga_id, None)
             self._lost.discard(saga_id)
             self._handlers.pop(saga_id, None)
@@ -126,11 +141,15 @@ class Leases:
         if not mine:
             return
         until = self.until()
-        held = self.store.extend(self.owner, until)
+        found = self.store.extend(self.owner, until)
+        held = set(found)
         with self._lock:
             for saga_id in mine & held:
                 if saga_id in self._until:
                     self._until[saga_id] = until
+                request = found[saga_id]
+                if request is not None:
+                    self._requests[saga_id] = request
         self.lose(mine - held, "another runner holds it now")
 
     def _beat(self) -> None:

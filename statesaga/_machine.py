@@ -13,7 +13,11 @@ one per step, one per compensation, and the terminals ``completed``,
 - ``fail_in_doubt``: a step's final failure after its handler may have acted
   moves to the step's own compensation, which then goes on down the chain;
 - ``expire``: a wait step's event did not come in time: a definite failure,
-  to the same state ``fail`` leads to.
+  to the same state ``fail`` leads to;
+- the operator's ``cancel`` (a step's attempt does not run; the saga
+  compensates as after a failure), ``resolve`` (``compensation_failed`` →
+  ``resolved``) and ``retry_compensations`` (``compensation_failed`` back into
+  the compensation its chain began with).
 
 ``transitions`` builds and validates the machine (``SagaMachine.fsm``). The
 runner dispatches each trigger on the machine's own transition table — per
@@ -110,7 +114,7 @@ class SagaMachine:
         states += [
             StateInfo(t, "terminal", None)
             for t in TERMINALS
-            if t != "compensation_failed" or any_compensation
+            if t not in ("compensation_failed", "resolved") or any_compensation
         ]
         self.states: tuple[StateInfo, ...] = tuple(states)
         self._by_name = {st.name: st for st in self.states}
@@ -131,6 +135,7 @@ class SagaMachine:
             ts.append(TransitionInfo("retry", s.name, s.name, "retry"))
             below = compensation_below(s.index)
             ts.append(TransitionInfo("fail", s.name, below or "failed", "fail"))
+            ts.append(TransitionInfo("cancel", s.name, below or "failed", "cancel"))
             if s.wait is not None and s.wait.timeout is not None:
                 ts.append(TransitionInfo("expire", s.name, below or "failed", "timeout"))
             if s.compensation:
@@ -154,6 +159,14 @@ class SagaMachine:
                 )
                 ts.append(TransitionInfo("succeed", c, "failed", "finish", "all_compensated"))
                 ts.append(TransitionInfo("fail", c, "compensation_failed", "compensation_failed"))
+        if any_compensation:
+            # The operator's: close a saga handled by hand, or try its compensations
+            # again from the one it started compensating with (whichever that was).
+            ts.append(TransitionInfo("resolve", "compensation_failed", "resolved", "resolve"))
+            ts.extend(
+                TransitionInfo("retry_compensations", "compensation_failed", c, "redo")
+                for c in (st.name for st in states if st.kind == "compensation")
+            )
         self.transitions: tuple[TransitionInfo, ...] = tuple(ts)
 
         def as_dict(t: TransitionInfo) -> dict[str, Any]:

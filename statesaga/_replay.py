@@ -35,6 +35,7 @@ OUTCOMES: Mapping[tuple[StateKind, str], EntryStatus] = {
     ("step", "fail"): EntryStatus.FAILED,
     ("step", "fail_in_doubt"): EntryStatus.FAILED_IN_DOUBT,
     ("step", "expire"): EntryStatus.TIMED_OUT,
+    ("step", "cancel"): EntryStatus.CANCELLED,
     ("compensation", "succeed"): EntryStatus.COMPENSATED,
     ("compensation", "retry"): EntryStatus.COMPENSATION_RETRYING,
     ("compensation", "fail"): EntryStatus.COMPENSATION_FAILED,
@@ -145,6 +146,16 @@ def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
         failures = failures + 1 if trigger == "retry" else 0
         return dest
 
+    def operator_move(source: str, trigger: str, dest: str, i: int, entry: Entry) -> str:
+        try:
+            kind = machine.transition(source, trigger, dest).kind
+        except KeyError:
+            raise HistoryMismatch(
+                key, f"entry {i} ({entry.step} {entry.status}) is no transition of the machine"
+            ) from None
+        moves.append(Move(source, dest, trigger, kind, entry.attempt, entry.error))
+        return dest
+
     for i, entry in enumerate(entries, 1):
         status = str(entry.status)
         if status in _KIND_OF_ENTERED:
@@ -182,7 +193,27 @@ def replay(machine: SagaMachine, entries: Sequence[Entry]) -> Replay:
             expected = move(state, trigger, entry)
             if machine.is_terminal(expected):
                 state = expected
-        elif status in (EntryStatus.INTERRUPTED, EntryStatus.WAITING):
+        elif status in (EntryStatus.RESOLVED, EntryStatus.RETRIED):
+            # The operator's, on a saga that ended compensation_failed.
+            if pending is not None:
+                source, failed = pending
+                state = expected = move(source, "fail", failed)
+                pending = None
+            if open_ or state != "compensation_failed":
+                raise HistoryMismatch(
+                    key, f"entry {i} ({entry.step} {status}) follows no compensation_failed end"
+                )
+            if status == EntryStatus.RESOLVED:
+                state = expected = operator_move(state, "resolve", "resolved", i, entry)
+            else:
+                target = _state_of(machine, entry.step, "compensation", i)
+                operator_move(state, "retry_compensations", target, i, entry)
+                state = expected = target
+                comp_failed, interrupted = False, True  # its compensations begin again
+        elif status == EntryStatus.UNPAUSED:
+            if open_ or state is None or machine.is_terminal(state):
+                raise HistoryMismatch(key, f"entry {i} ({entry.step} unpaused) follows no pause")
+        elif status in (EntryStatus.INTERRUPTED, EntryStatus.WAITING, EntryStatus.PAUSED):
             if not open_ or state is None or machine.state(state).step != entry.step:
                 raise HistoryMismatch(
                     key, f"entry {i} ({entry.step} {status}) does not follow an attempt"

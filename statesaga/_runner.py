@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -30,6 +30,7 @@ from statesaga._errors import (
     DeadlineExceeded,
     HistoryMismatch,
     InDoubt,
+    SagaCancelled,
     SerializationError,
     StepTimeout,
 )
@@ -48,7 +49,7 @@ from statesaga._live import LiveRun, Results
 from statesaga._registry import Definition
 from statesaga._spec import NOT_COMPLETED, Retry, StepSpec
 from statesaga._views import SagaRun
-from statesaga.store import LogRow, SagaRow, SqlStore, Transaction
+from statesaga.store import SagaRow, SqlStore
 
 #: Errors no retry policy retries: retrying cannot help.
 _FINAL = (SerializationError, DeadlineExceeded)
@@ -128,20 +129,17 @@ class Runner:
     def hooks(self, hooks: Hooks | None) -> None:
         self.handlers.hooks = hooks
 
-    def claimed(
-        self, defn: Definition, row: SagaRow, log: Sequence[LogRow] | None = None
-    ) -> LiveRun:
-        """Rebuild a saga this runner just claimed from its row and log (read now
-        if not given); its next attempt begins (and is recorded, so that a crash
-        during it is counted) when ``drive`` reaches it, or ``begin`` starts it.
+    def claimed(self, defn: Definition, row: SagaRow) -> LiveRun:
+        """Rebuild a saga this runner just claimed from its row and log; its next
+        attempt begins (and is recorded, so that a crash during it is counted)
+        when ``drive`` reaches it.
 
         Raises:
             ResumeError: its row or log cannot be read or do not fit ``defn``;
                 nothing was written.
         """
         try:
-            stored = self.store.log(row.saga_id) if log is None else log
-            rebuilt = defn.journal.rebuild(row, stored)
+            rebuilt = defn.journal.rebuild(row, self.store.log(row.saga_id))
         except HistoryMismatch as exc:
             raise CorruptSaga(row.saga_id, exc.problem) from exc
         except Exception as exc:
@@ -167,18 +165,13 @@ class Runner:
         run.wait_until = row.wait_until
         run.awaiting = True
         self.leases.hold(row.saga_id, row.lease_until or self.leases.until())
+        self.leases.note_request(row.saga_id, row.request)
         return run
 
-    def begin(self, run: LiveRun, tx: Transaction) -> None:
-        """Start the next attempt of a saga just claimed, in the claim's transaction
-        ``tx``: one commit for both, so a started saga's first step runs sooner."""
-        self._begin(run, tx)
-
-    def _begin(self, run: LiveRun, tx: Transaction | None = None) -> None:
+    def _begin(self, run: LiveRun) -> None:
         """Start the next attempt in the run's state: wait out what is left of a
         retry delay here, then record the attempt as it really starts (a wait step's
-        due time is when it gives up, not a delay: it is not waited out here), in
-        ``tx`` if given."""
+        due time is when it gives up, not a delay: it is not waited out here)."""
         if run.due_at is not None and run.wait_until is None:
             wait = _wait(run, self.clock())
             if wait > 0:
@@ -196,11 +189,7 @@ class Runner:
             (self.leases.owner, until),
             run.wait_until,
         )
-        fence = (run.seq, run.epoch)
-        if tx is None:
-            self.store.advance(run.saga_id, fence, changes, [entry])
-        else:
-            tx.advance(run.saga_id, fence, changes, [entry])
+        self.store.advance(run.saga_id, (run.seq, run.epoch), changes, [entry])
         self.leases.hold(run.saga_id, until)
         run.attempt = changes["attempt"]
         run.seq = changes["seq"]
@@ -229,6 +218,9 @@ class Runner:
                 step = spec.step(info.step)
                 if run.awaiting:
                     self._begin(run)
+                request = self.leases.requested(run.saga_id)
+                if request is not None and self._carry_out(run, request, info.kind):
+                    continue
                 if step.wait is not None:
                     self._attempt_wait(run, step)
                 elif info.kind == "step":
@@ -249,6 +241,46 @@ class Runner:
                 raise asyncio.CancelledError(str(exc)) from exc
             raise
         return run.snapshot()
+
+    def _carry_out(self, run: LiveRun, request: str, kind: str) -> bool:
+        """Carry out an operator's request on the saga, between two attempts (the
+        one in flight when it was asked has recorded its outcome): ``cancel`` a
+        saga going forward (it compensates), ``pause`` it (it is let go, and no
+        runner takes it until unpaused). Returns whether the run goes on elsewhere
+        than it would have (the loop looks again)."""
+        row = self.store.get(run.saga_id)
+        by = row.request_by if row is not None else None
+        why = row.request_reason if row is not None else None
+        self.leases.note_request(run.saga_id, None)
+        if request == "cancel" and kind == "step":
+            run.outcome = describe(SagaCancelled(run.saga_id, by, why))
+            run.error = run.outcome
+            self._fire(run, "cancel")
+            self.store.settle_request(run.saga_id, "cancel")
+            return True
+        if request == "pause":
+            note = codec.dumps({"actor": by, "reason": why})
+            changes, entry = run.defn.journal.paused(
+                run.saga_id,
+                run.seq,
+                run.state,
+                run.attempt,
+                run.error,
+                note,
+                self.clock(),
+                run.wait_until,
+            )
+            self.store.advance(run.saga_id, (run.seq, run.epoch), changes, [entry])
+            run.seq = changes["seq"]
+            self.store.settle_request(run.saga_id, "pause", then="paused")
+            self.leases.drop(run.saga_id)
+            self._observe(run, run.state, "pause", run.state)
+            run.parked = True
+            run.awaiting = True
+            return True
+        if request == "cancel":
+            self.store.settle_request(run.saga_id, "cancel")  # compensating already
+        return False
 
     def _interrupted(self, run: LiveRun, exc: BaseException) -> None:
         """Say in the log that the attempt in flight was interrupted (best effort:

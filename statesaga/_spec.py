@@ -17,13 +17,17 @@ from statesaga._status import SagaStatus
 
 Handler = Callable[..., Any]
 
-#: The terminal states of every saga machine (``compensation_failed`` only
-#: where some compensation exists to fail).
-TERMINALS = ("completed", "failed", "compensation_failed")
+#: The terminal states of every saga machine (``compensation_failed`` and
+#: ``resolved`` only where some compensation exists to fail).
+TERMINALS = ("completed", "failed", "compensation_failed", "resolved")
+#: The triggers an operator fires: stop a running saga going forward (it
+#: compensates), close a ``compensation_failed`` saga handled by hand, or take it
+#: back into its compensations to try them again.
+OPERATOR_TRIGGERS = ("cancel", "resolve", "retry_compensations")
 #: The machine's triggers: an attempt succeeded, failed and is retried, failed for
 #: good, or (a step with a compensation) failed for good after it may have acted;
 #: a wait step's event did not come in time.
-TRIGGERS = ("succeed", "retry", "fail", "fail_in_doubt", "expire")
+TRIGGERS = ("succeed", "retry", "fail", "fail_in_doubt", "expire", *OPERATOR_TRIGGERS)
 
 #: What an FSM state is: a step, a compensation, or a terminal.
 StateKind = Literal["step", "compensation", "terminal"]
@@ -38,6 +42,9 @@ TransitionKind = Literal[
     "compensate",
     "compensation_failed",
     "finish",
+    "cancel",
+    "resolve",
+    "redo",
 ]
 
 

@@ -13,10 +13,11 @@ class SagaStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     COMPENSATION_FAILED = "compensation_failed"
+    RESOLVED = "resolved"
 
     @property
     def is_terminal(self) -> bool:
-        """Whether the saga is done (completed, failed or compensation_failed)."""
+        """Whether the saga is done (completed, failed, compensation_failed, resolved)."""
         return self not in (SagaStatus.STARTED, SagaStatus.COMPENSATING)
 
 
@@ -33,7 +34,11 @@ class EntryStatus(enum.StrEnum):
     the step's own compensation runs next; ``waiting`` parks a wait step's
     attempt until its event arrives (the same attempt goes on then);
     ``timed_out`` ends a wait whose event did not come in time (it
-    compensates); ``interrupted`` ends it neither
+    compensates); the operator's: ``cancelled`` ends a step's attempt before it
+    runs and compensates, ``paused``/``unpaused`` stop and let go on (no
+    outcome), ``retried`` takes a ``compensation_failed`` saga back into its
+    compensations, ``resolved`` closes one handled by hand (each entry's result
+    says who and why); ``interrupted`` ends it neither
     (Ctrl-C, shutdown, a cancelled task): the same attempt is made again when a
     runner takes the saga.
     """
@@ -50,3 +55,8 @@ class EntryStatus(enum.StrEnum):
     INTERRUPTED = "interrupted"
     WAITING = "waiting"
     TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+    UNPAUSED = "unpaused"
+    RESOLVED = "resolved"
+    RETRIED = "retried"

@@ -3,6 +3,7 @@ from stored rows or a live run."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -121,6 +122,13 @@ def _decode_result(row: LogRow, spec: SagaSpec | None) -> Any:
     return codec.loads(row.result, result_type)
 
 
+#: Entries an operator's action writes, whose result is ``{"actor", "reason"}``.
+_OPERATOR_ENTRIES = frozenset(
+    s.value
+    for s in (EntryStatus.PAUSED, EntryStatus.UNPAUSED, EntryStatus.RESOLVED, EntryStatus.RETRIED)
+)
+
+
 def log_entry(row: LogRow, spec: SagaSpec | None) -> LogEntry:
     """A stored log row as the caller sees it."""
     return LogEntry(
@@ -128,7 +136,14 @@ def log_entry(row: LogRow, spec: SagaSpec | None) -> LogEntry:
         step=row.step,
         status=EntryStatus(row.status),
         attempt=row.attempt,
-        result=_decode_result(row, spec) if row.status == EntryStatus.COMPLETED else None,
+        result=(
+            _decode_result(row, spec)
+            if row.status == EntryStatus.COMPLETED
+            # An operator's entry says who and why.
+            else json.loads(row.result)
+            if row.status in _OPERATOR_ENTRIES and row.result is not None
+            else None
+        ),
         error=row.error,
         at=datetime.fromtimestamp(row.at, UTC),
     )

@@ -148,6 +148,9 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # where async handlers run
         self._resumed: list[SagaRun] = []
+        # Only a drain reports what it did: a long-running worker keeps nothing
+        # of the sagas it drove (its memory stays flat however many it runs).
+        self._reports = False
         self._skipped: list[ResumeError] = []
         self._signals = 0
         self._serving = False
@@ -196,6 +199,7 @@ class Worker:
                 for a worker instead.
         """
         self._parks = not wait
+        self._reports = True
         self._skipped.extend(self.engine._claims.unresumable())
         self._serve(drain=True)
         return RecoveryReport(resumed=list(self._resumed), skipped=list(self._skipped))
@@ -337,7 +341,7 @@ class Worker:
     def _drive(self, run: LiveRun) -> None:
         try:
             done = self.engine._runner.drive(run)
-            if done is not None:
+            if done is not None and self._reports:
                 self._resumed.append(done)
         except Exception as exc:
             # One saga's trouble (a store error, a bug) stops that saga only: it is

@@ -110,7 +110,12 @@ def test_every_step_and_compensation_appears_with_its_policy(saga: type[Saga]) -
         assert (comp.kind, comp.step) == ("compensation", s.name)
         assert comp.max_attempts == s.compensation.retry.max_attempts
         assert comp.transactional == s.compensation.transactional
-    assert [n.id for n in model.terminals] == ["completed", "failed", "compensation_failed"]
+    assert [n.id for n in model.terminals] == [
+        "completed",
+        "failed",
+        "compensation_failed",
+        "resolved",  # reached only by an operator's resolve
+    ]
     assert model.forward_path == (*(s.name for s in saga.spec.steps), "completed")
     # The compensation chain runs from the last compensable step to the first.
     assert [n.step for n in model.compensations] == [
@@ -138,7 +143,9 @@ def test_only_policies_that_retry_have_possible_retry_loops() -> None:
     model = model_of(TripSaga)
     possible = {e.source for e in model.edges if e.kind == "retry" and e.possible}
     assert possible == {"book_flight", "cancel_hotel"}
-    assert all(e.possible for e in model.edges if e.kind != "retry")
+    # The operator's cancel (where a failure leads) and retries into the chain
+    # below its top are drawn only when a saga took them.
+    assert all(e.possible for e in model.edges if e.kind not in ("retry", "cancel", "redo"))
 
 
 # -- the instance overlay ---------------------------------------------------
@@ -417,7 +424,7 @@ def test_dot_visual_language() -> None:
         assert graph.get_node(t).attr["peripheries"] == "2"
     ranks = [sorted(sg.nodes()) for sg in graph.subgraphs() if sg.graph_attr.get("rank")]
     assert sorted(["reserve_inventory", "refund_payment"]) in ranks
-    assert sorted(["create_order", "failed", "compensation_failed"]) in ranks
+    assert sorted(["create_order", "failed", "compensation_failed", "resolved"]) in ranks
     assert "<b>order@v1</b>" in dot and "compensation failed, go on" in dot  # title, legend
 
 

@@ -34,6 +34,7 @@ PUBLIC: dict[str, list[str]] = {
         "NOT_COMPLETED",
         "NestedTransaction",
         "NotRegistered",
+        "OperatorRefused",
         "PendingSignal",
         "RecoveryReport",
         "ResumeError",

@@ -335,7 +335,14 @@ def test_an_older_schema_is_upgraded_in_place(new_engine: Callable[..., SagaEngi
         conn.exec_driver_sql("DROP INDEX statesaga_sagas_waiting")
         for column in ("owner", "lease_until", "lease_epoch"):
             conn.exec_driver_sql(f"ALTER TABLE statesaga_sagas DROP COLUMN {column}")
-        for column in ("waiting_for", "waiting_key", "wait_until"):
+        for column in (
+            "waiting_for",
+            "waiting_key",
+            "wait_until",
+            "request",
+            "request_by",
+            "request_reason",
+        ):
             conn.exec_driver_sql(f"ALTER TABLE statesaga_sagas DROP COLUMN {column}")
         conn.exec_driver_sql("DROP TABLE statesaga_outbox")
         conn.exec_driver_sql("DROP TABLE statesaga_inbox")

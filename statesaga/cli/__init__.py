@@ -52,6 +52,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "statesaga.cli._relay:relay",
         "Publish the choreography's outbox to RabbitMQ until SIGTERM or Ctrl-C.",
     ),
+    "cancel": (
+        "statesaga.cli._operate:cancel",
+        "Stop a running or waiting saga going forward: it compensates, and ends failed.",
+    ),
+    "retry": (
+        "statesaga.cli._operate:retry",
+        "Run a compensation_failed saga's compensations again, or a parked saga now.",
+    ),
+    "resolve": (
+        "statesaga.cli._operate:resolve",
+        "Close a compensation_failed saga that was handled by hand.",
+    ),
+    "pause": ("statesaga.cli._operate:pause", "Stop a saga from being driven until unpause."),
+    "unpause": ("statesaga.cli._operate:unpause", "Let a paused saga be driven again."),
     "db": ("statesaga.cli._runs:db_group", "The statesaga schema in a database."),
     "web": (
         "statesaga.cli._web:web",

@@ -358,6 +358,8 @@ def _edge_attrs(
         attrs.update(penwidth="2", weight="10")
     elif e.kind == "retry":
         attrs.update(style="dotted", penwidth="1.2")
+    elif e.kind in ("cancel", "resolve", "redo"):  # the operator's, drawn apart
+        attrs.update(style="dotted", penwidth="1.2", constraint="false")
     elif e.kind in ("fail", "in_doubt", "timeout", "compensation_failed"):
         attrs.update(style="dashed", penwidth="1.2", constraint="false")
     else:  # finish

@@ -66,6 +66,10 @@ def build_model(spec: SagaSpec, machine: SagaMachine) -> GraphModel:
             )
         nodes.append(node)
     attempts = {n.id: n.max_attempts for n in nodes}
+    # An operator's retry re-enters the chain where it began, which depends on the
+    # saga: the machine has an edge into each compensation; one is drawn, into
+    # the chain's top (drawing them all would fan out over a long saga).
+    top = next((n.id for n in nodes if n.kind == "compensation"), None)
     edges = tuple(
         Edge(
             t.source,
@@ -74,7 +78,11 @@ def build_model(spec: SagaSpec, machine: SagaMachine) -> GraphModel:
             t.trigger,
             t.condition,
             label(t),
-            possible=t.kind != "retry" or attempts[t.source] > 1,
+            possible=(t.kind != "retry" or attempts[t.source] > 1)
+            and (t.kind != "redo" or t.dest == top)
+            # An operator's cancel leads where the step's failure does: drawn only
+            # in an overlay of a saga that was cancelled.
+            and t.kind != "cancel",
         )
         for t in machine.transitions
     )
@@ -104,6 +112,12 @@ def label(t: TransitionInfo) -> str | None:
         return "in doubt"
     if t.kind == "timeout":
         return "timed out"
+    if t.kind == "cancel":
+        return "operator: cancel"
+    if t.kind == "resolve":
+        return "operator: resolve"
+    if t.kind == "redo":
+        return "operator: retry"
     if t.kind == "compensation_failed":
         return "fail" if t.dest in TERMINALS else "fail, go on"
     if t.kind == "finish":

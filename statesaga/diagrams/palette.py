@@ -38,6 +38,7 @@ TERMINAL_COLOURS: Mapping[str, tuple[str, str]] = {
     "completed": (GREEN, GREEN_FILL),
     "failed": (RED, RED_FILL),
     "compensation_failed": (DARK_RED, DARK_RED_FILL),
+    "resolved": (GREY, "#f1f3f4"),
 }
 #: Line and fill of a state an overlay shows the saga entered, by its outcome.
 OUTCOME_COLOURS: Mapping[str, tuple[str, str]] = {
@@ -56,6 +57,10 @@ EDGE_COLOUR: Mapping[TransitionKind, str] = {
     "fail": RED,
     "in_doubt": RED,
     "timeout": RED,
+    # The operator's, drawn apart from the saga's own.
+    "cancel": PURPLE,
+    "resolve": PURPLE,
+    "redo": PURPLE,
     "compensate": ORANGE,
     "compensation_failed": DARK_RED,
     "finish": ORANGE,

@@ -12,13 +12,12 @@ import contextlib
 from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from statesaga.store._base import StoreBase
 from statesaga.store._filters import DefinitionKey, incomplete, of_definitions
 from statesaga.store._listen import Listener
-from statesaga.store._rows import LogRow, SagaRow
-from statesaga.store.schema import log, sagas
+from statesaga.store._rows import SagaRow
+from statesaga.store.schema import sagas
 
 #: The PostgreSQL channel a new runnable saga is announced on.
 CHANNEL = "statesaga_runnable"
@@ -39,7 +38,6 @@ class Claims(StoreBase):
         saga_id: str | None = None,
         due_only: bool = True,
         exclude: Iterable[str] = (),
-        connection: Connection | None = None,
     ) -> list[SagaRow]:
         """Take runnable sagas: unfinished, of one of ``definitions``, their lease
         free or expired, and (with ``due_only``) due. Each taken saga's lease
@@ -54,8 +52,6 @@ class Claims(StoreBase):
             saga_id: only this saga.
             due_only: skip sagas waiting out a retry delay.
             exclude: never these sagas.
-            connection: claim in this open transaction (see ``transaction``);
-                ``None``: in a transaction of its own.
 
         Returns:
             The claimed rows, as they are now.
@@ -69,6 +65,8 @@ class Claims(StoreBase):
             of_definitions(keys),
             # A saga at a wait step is runnable only once due: signalled, or given up.
             sa.or_(sagas.c.waiting_for.is_(None), sagas.c.due_at <= now),
+            # A paused saga is left alone until an operator unpauses it.
+            sa.or_(sagas.c.request.is_(None), sagas.c.request != "paused"),
         ]
         if due_only:
             conditions.append(sa.or_(sagas.c.due_at.is_(None), sagas.c.due_at <= now))
@@ -85,32 +83,20 @@ class Claims(StoreBase):
             .values(owner=owner, lease_until=until, lease_epoch=sagas.c.lease_epoch + 1)
             .returning(*sagas.c)
         )
-        if connection is not None:
-            return [SagaRow(*r) for r in connection.execute(take)]
         with self._writing() as conn:
             return [SagaRow(*r) for r in conn.execute(take)]
 
-    def logs(self, saga_ids: Iterable[str], connection: Connection) -> dict[str, list[LogRow]]:
-        """The logs of ``saga_ids`` (oldest entry first), read on ``connection``: the
-        claim's own transaction, so that its runner rebuilds them without a round trip."""
-        ids = list(saga_ids)
-        found: dict[str, list[LogRow]] = {saga_id: [] for saga_id in ids}
-        if ids:
-            q = sa.select(log).where(log.c.saga_id.in_(ids)).order_by(log.c.saga_id, log.c.seq)
-            for r in connection.execute(q):
-                found[r.saga_id].append(LogRow(*r))
-        return found
-
-    def extend(self, owner: str, until: float) -> set[str]:
-        """Extend every lease ``owner`` holds to ``until``; return the sagas it still holds."""
+    def extend(self, owner: str, until: float) -> dict[str, str | None]:
+        """Extend every lease ``owner`` holds to ``until``; return the sagas it still
+        holds, each with the operator's request on it (if any)."""
         keep = (
             sagas.update()
             .where(sagas.c.owner == owner, incomplete())
             .values(lease_until=until)
-            .returning(sagas.c.saga_id)
+            .returning(sagas.c.saga_id, sagas.c.request)
         )
         with self._writing() as conn:
-            return {r[0] for r in conn.execute(keep)}
+            return {r[0]: r[1] for r in conn.execute(keep)}
 
     def release(self, owner: str, saga_ids: Iterable[str]) -> None:
         """Let go of the leases ``owner`` holds on ``saga_ids`` (they become

@@ -35,6 +35,9 @@ class SagaRow:
     waiting_for: str | None = None
     waiting_key: str | None = None
     wait_until: float | None = None
+    request: str | None = None
+    request_by: str | None = None
+    request_reason: str | None = None
 
 
 @attrs.frozen
@@ -92,3 +95,6 @@ class NewSaga(SagaChanges):
     input: str
     created_at: float
     lease_epoch: int
+    request: str | None
+    request_by: str | None
+    request_reason: str | None

@@ -64,7 +64,14 @@ def _add_outbox(conn: Connection) -> None:
 
 def _add_waits(conn: Connection) -> None:
     """Version 4: saga rows say what a wait step waits for; the signals table."""
-    for name in ("waiting_for", "waiting_key", "wait_until"):
+    for name in (
+        "waiting_for",
+        "waiting_key",
+        "wait_until",
+        "request",
+        "request_by",
+        "request_reason",
+    ):
         kind = sagas.c[name].type.compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {sagas.name} ADD COLUMN {name} {kind}")
     for index in sagas.indexes:

@@ -59,6 +59,11 @@ sagas = sa.Table(
     sa.Column("waiting_for", sa.String(200)),
     sa.Column("waiting_key", sa.String(200)),
     sa.Column("wait_until", sa.Float),
+    # An operator's request the runner carries out (cancel, pause), or the saga is
+    # paused ('paused'), with who asked and why.
+    sa.Column("request", sa.String(32)),
+    sa.Column("request_by", sa.String(200)),
+    sa.Column("request_reason", sa.Text),
 )
 
 sa.Index(

@@ -21,7 +21,6 @@ uses SQLAlchemy connections as usual.
 from __future__ import annotations
 
 import contextlib
-import operator
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ from statesaga._errors import ConcurrentUpdate, SchemaMissing, SchemaVersionErro
 from statesaga.store import migrations
 from statesaga.store._base import sqlite_files_open
 from statesaga.store._claims import CHANNEL, Claims
+from statesaga.store._operations import Operations
 from statesaga.store._reads import Reads
 from statesaga.store._rows import LogRecord, NewSaga, SagaChanges, SagaRow
 from statesaga.store._signals import Signals
@@ -67,13 +67,6 @@ class Transaction:
             self.connection.execute(self._store._insert_log, list(entries))
 
 
-def _positional(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...]]:
-    """``statement`` compiled for a dialect with positional parameters: its SQL and
-    the names of its parameters, in order."""
-    compiled = statement.compile(dialect=dialect)
-    return str(compiled), tuple(compiled.positiontup or ())
-
-
 def _params(saga_id: str, fence: tuple[int, int], changes: SagaChanges) -> dict[str, Any]:
     params: dict[str, Any] = dict(changes)
     params["b_id"] = saga_id
@@ -81,7 +74,7 @@ def _params(saga_id: str, fence: tuple[int, int], changes: SagaChanges) -> dict[
     return params
 
 
-class SqlStore(Claims, Reads, Signals):
+class SqlStore(Claims, Reads, Signals, Operations):
     """Reads and writes sagas and their logs.
 
     Args:
@@ -109,25 +102,20 @@ class SqlStore(Claims, Reads, Signals):
         )
         self._insert_log = log.insert()
         self._insert_saga = sagas.insert()
-        # The hot path: DBAPI SQL with positional parameters (SQLite's ``?``, psycopg's
-        # ``%s``), each statement's taken from the journal's dicts in its order by a
-        # getter made once: a driver binds a tuple faster than it looks up names in a
-        # dict. None for other drivers (they use SQLAlchemy).
+        # The hot path: DBAPI SQL with named parameters (the engine's dicts as they are),
+        # or None for drivers with positional parameter styles (they use SQLAlchemy).
         dialect: Any = engine.dialect
-        if dialect.paramstyle == "pyformat":
-            dialect = type(dialect)(paramstyle="format")
+        if dialect.name == "sqlite":
+            from sqlalchemy.dialects import sqlite
+
+            dialect = sqlite.dialect(paramstyle="named")
         self._sql: dict[str, str] | None = None
-        if dialect.name == "sqlite" or dialect.paramstyle == "format":
-            update, update_order = _positional(self._update, dialect)
-            fence = ("b_id", "b_seq", "b_epoch")
-            if update_order[-3:] != fence:  # pragma: no cover - SQLAlchemy orders SET, then WHERE
-                raise AssertionError(f"unexpected parameter order {update_order}")
-            insert_log, log_order = _positional(self._insert_log, dialect)
-            insert_saga, saga_order = _positional(self._insert_saga, dialect)
-            self._sql = {"update": update, "insert_log": insert_log, "insert_saga": insert_saga}
-            self._changes_of = operator.itemgetter(*update_order[:-3])
-            self._entry_of = operator.itemgetter(*log_order)
-            self._saga_of = operator.itemgetter(*saga_order)
+        if dialect.paramstyle in ("named", "pyformat"):
+            self._sql = {
+                "update": str(self._update.compile(dialect=dialect)),
+                "insert_log": str(self._insert_log.compile(dialect=dialect)),
+                "insert_saga": str(self._insert_saga.compile(dialect=dialect)),
+            }
         self._begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else None
         self._dbapi_error = engine.dialect.loaded_dbapi.Error
         self._writers = Writers(engine, writers or 8)
@@ -178,9 +166,9 @@ class SqlStore(Claims, Reads, Signals):
     def _insert_entries(self, cur: Any, entries: Sequence[LogRecord]) -> None:
         assert self._sql is not None
         if len(entries) == 1:
-            cur.execute(self._sql["insert_log"], self._entry_of(entries[0]))
+            cur.execute(self._sql["insert_log"], entries[0])
         elif entries:
-            cur.executemany(self._sql["insert_log"], [self._entry_of(e) for e in entries])
+            cur.executemany(self._sql["insert_log"], entries)
 
     # -- schema -----------------------------------------------------------
 
@@ -249,7 +237,7 @@ class SqlStore(Claims, Reads, Signals):
             with self._writing() as conn:
                 Transaction(self, conn).advance(saga_id, fence, changes, entries)
             return
-        params = (*self._changes_of(changes), saga_id, *fence)
+        params = _params(saga_id, fence, changes)
 
         def work(cur: Any) -> None:
             cur.execute(sql["update"], params)
@@ -295,7 +283,7 @@ class SqlStore(Claims, Reads, Signals):
             return
 
         def work(cur: Any) -> None:
-            cur.execute(sql["insert_saga"], self._saga_of(row))
+            cur.execute(sql["insert_saga"], row)
             self._insert_entries(cur, entries)
             if notify:
                 cur.execute(f"NOTIFY {CHANNEL}")

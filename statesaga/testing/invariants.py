@@ -25,10 +25,16 @@ _STEP_STATUSES = (
     EntryStatus.FAILED_IN_DOUBT,
     EntryStatus.WAITING,
     EntryStatus.TIMED_OUT,
+    EntryStatus.CANCELLED,
 )
 #: A step's final failure: definite (a wait that timed out too), or in doubt (its
 #: own compensation runs first).
-_FAILED = (EntryStatus.FAILED, EntryStatus.FAILED_IN_DOUBT, EntryStatus.TIMED_OUT)
+_FAILED = (
+    EntryStatus.FAILED,
+    EntryStatus.FAILED_IN_DOUBT,
+    EntryStatus.TIMED_OUT,
+    EntryStatus.CANCELLED,  # an operator stopped it: compensated as after a failure
+)
 #: Entries that are no step's or compensation's final outcome: starts, and attempts
 #: that failed with another to follow.
 _NOT_OUTCOMES = (
@@ -38,6 +44,9 @@ _NOT_OUTCOMES = (
     EntryStatus.COMPENSATION_RETRYING,
     EntryStatus.INTERRUPTED,
     EntryStatus.WAITING,
+    EntryStatus.PAUSED,
+    EntryStatus.UNPAUSED,
+    EntryStatus.RESOLVED,
 )
 
 
@@ -90,6 +99,10 @@ def outcomes(history: Sequence[LogEntry]) -> list[tuple[str, EntryStatus]]:
     """
     out: list[tuple[str, EntryStatus]] = []
     for i, e in enumerate(history):
+        if e.status is EntryStatus.RETRIED:
+            # An operator took it back into its compensations: they count again.
+            out = [(step, st) for step, st in out if st in _STEP_STATUSES]
+            continue
         if e.status in _NOT_OUTCOMES:
             continue
         nxt = history[i + 1] if i + 1 < len(history) else None
@@ -163,6 +176,7 @@ def saga_problem(spec: SagaSpec, status: SagaStatus, history: Sequence[LogEntry]
             "compensation, once, in reverse order)"
         )
     comp_failed = any(st is EntryStatus.COMPENSATION_FAILED for _, st in backward)
-    if comp_failed != (status is SagaStatus.COMPENSATION_FAILED):
+    ended_failed = status in (SagaStatus.COMPENSATION_FAILED, SagaStatus.RESOLVED)
+    if comp_failed != ended_failed:
         return f"ended {status.value}, but a compensation failed for good: {comp_failed}"
     return None
