@@ -6,14 +6,17 @@ It runs N order sagas (as ``benchmarks/throughput.py`` does) with timers wrapped
 around the layers a saga passes through, and reports each layer's *own* time
 (its time minus that of the timed layers it calls) in microseconds per saga:
 
-- statesaga's engine (``run``/``_create``/``_drive``/``_persist``/``_snapshot``)
-  and store (``SqlStore``/``Transaction`` methods),
-- the ``transitions`` trigger (``SagaMachine.fire`` minus the persisting callback),
-- step handlers (``FakeServices.call``), ``StepContext`` construction,
-  ``codec.dumps`` (cattrs/json), ``uuid4``,
-- SQLAlchemy: ``engine.begin()`` entry (pool checkout, ``Connection.begin``, the
-  ``begin`` event) and exit (commit bookkeeping, pool return and reset), and
-  ``Connection.execute``/``exec_driver_sql`` overhead,
+- the engine door (``SagaEngine.run``/``_create``), the new saga's input
+  check (``_inputs.checked``) and creation (``Claims.create``, ``LiveRun``),
+- the runner (``Runner.drive``/``_begin``/``_attempt*``/``_fire``), the journal
+  (what a transition writes), the machine's dispatch (``next_state``), leases,
+- the store's hot path (``SqlStore.create``/``advance``/``_direct``) and its
+  writers (``Writers.take``/``give``),
+- step handlers (``FakeServices.call``), handler calls and ``StepContext``
+  construction (``Handlers.call``/``context``), ``codec`` (cattrs/json), ``uuid4``,
+  the returned ``SagaRun``,
+- SQLAlchemy's ``Connection.execute``/``exec_driver_sql`` (nothing on the hot
+  path should use it),
 - the sqlite3 C calls themselves: ``BEGIN IMMEDIATE``, the INSERT/UPDATE
   statements, ``COMMIT``.
 
@@ -59,9 +62,11 @@ import throughput  # noqa: E402
 
 from definitions.order import OrderRequest, OrderSaga  # noqa: E402
 from definitions.services import FakeServices  # noqa: E402
+from statesaga import _claiming, _handlers, _inputs, _journal, _leases, _live, _runner  # noqa: E402
 from statesaga import _codec as codec  # noqa: E402
 from statesaga import _engine as engine_mod  # noqa: E402
 from statesaga import _machine as machine_mod  # noqa: E402
+from statesaga.store import _writers  # noqa: E402
 from statesaga.store import sql as sql_mod  # noqa: E402
 
 
@@ -122,15 +127,20 @@ class Tracer:
 
 TRACER = Tracer()
 
-ENGINE = "statesaga engine (run/_create/_drive/_persist/_snapshot)"
-STORE = "statesaga store (SqlStore/Transaction methods)"
-FSM = "transitions trigger (SagaMachine.fire, minus callback)"
+ENGINE = "engine door (SagaEngine.run/_create)"
+INPUTS = "input check (_inputs.checked: id, JSON, round trip)"
+CREATE = "creation (Claims.create, Journal.created, LiveRun)"
+RUNNER = "runner (drive, _begin, _attempt*, _fire)"
+JOURNAL = "journal (what a transition writes)"
+FSM = "machine dispatch (next_state, state, is_terminal)"
+LEASES = "leases (hold, valid, until, drop)"
+STORE = "store hot path (create, advance, _direct)"
+WRITERS = "writers (take, give)"
 HANDLER = "step handlers (FakeServices.call)"
-CONTEXT = "StepContext construction (attrs)"
-CODEC = "codec.dumps (cattrs + json)"
+CALL = "handler call + StepContext (Handlers.call/context)"
+CODEC = "codec (dumps, stored, frozen: cattrs + json)"
 UUID = "uuid4"
-SA_ENTER = "SQLAlchemy engine.begin() enter: pool checkout, begin, event"
-SA_EXIT = "SQLAlchemy engine.begin() exit: commit bookkeeping, pool return/reset"
+SNAPSHOT = "the returned SagaRun (snapshot)"
 SA_EXEC = "SQLAlchemy Connection.execute/exec_driver_sql overhead"
 DB_BEGIN = "sqlite3 BEGIN IMMEDIATE (C)"
 DB_EXEC = "sqlite3 INSERT/UPDATE execute(many) (C)"
@@ -138,14 +148,19 @@ DB_COMMIT = "sqlite3 COMMIT (C)"
 FLOOR_PY = "floor Python code (uuid, json, tuples, loop)"
 ORDER = [
     ENGINE,
-    STORE,
+    INPUTS,
+    CREATE,
+    RUNNER,
+    JOURNAL,
     FSM,
+    LEASES,
+    STORE,
+    WRITERS,
     HANDLER,
-    CONTEXT,
+    CALL,
     CODEC,
     UUID,
-    SA_ENTER,
-    SA_EXIT,
+    SNAPSHOT,
     SA_EXEC,
     DB_BEGIN,
     DB_EXEC,
@@ -171,17 +186,9 @@ class TimedConnection(sqlite3.Connection):
     commit = TRACER.wrap(DB_COMMIT, sqlite3.Connection.commit)
 
 
-class _TimedBegin:
-    def __init__(self, cm: Any) -> None:
-        self._cm = cm
-
-    def __enter__(self) -> Any:
-        with TRACER.span(SA_ENTER):
-            return self._cm.__enter__()
-
-    def __exit__(self, *exc: Any) -> Any:
-        with TRACER.span(SA_EXIT):
-            return self._cm.__exit__(*exc)
+def _wrap_all(cls: Any, names: tuple[str, ...], label: str) -> None:
+    for name in names:
+        setattr(cls, name, TRACER.wrap(label, getattr(cls, name)))
 
 
 def install() -> None:
@@ -190,24 +197,25 @@ def install() -> None:
     sqlite3.connect = connect  # the floor
     sqlite3.dbapi2.connect = connect  # SQLAlchemy's pysqlite dialect
 
-    begin = sa_base.Engine.begin
-    sa_base.Engine.begin = lambda self: _TimedBegin(begin(self))  # type: ignore[method-assign]
     for name in ("execute", "exec_driver_sql"):
         setattr(sa_base.Connection, name, TRACER.wrap(SA_EXEC, getattr(sa_base.Connection, name)))
-
-    E = engine_mod.SagaEngine
-    for name in ("run", "_create", "_drive", "_persist", "_snapshot"):
-        setattr(E, name, TRACER.wrap(ENGINE, getattr(E, name)))
-    E._context = TRACER.wrap(CONTEXT, E._context)  # type: ignore[method-assign]
-    for cls, names in (
-        (sql_mod.SqlStore, ("create", "advance")),
-        (sql_mod.Transaction, ("advance",)),
-    ):
-        for name in names:
-            setattr(cls, name, TRACER.wrap(STORE, getattr(cls, name)))
-    machine_mod.SagaMachine.fire = TRACER.wrap(FSM, machine_mod.SagaMachine.fire)  # type: ignore[method-assign]
+    _wrap_all(engine_mod.SagaEngine, ("run", "_run", "_create"), ENGINE)
+    _inputs.checked = TRACER.wrap(INPUTS, _inputs.checked)
+    _wrap_all(_claiming.Claims, ("create",), CREATE)
+    _wrap_all(_live.LiveRun, ("__init__",), CREATE)
+    _wrap_all(_journal.Journal, ("created",), CREATE)
+    runner = ("drive", "_begin", "_attempt", "_attempt_step", "_stored", "_fire", "_probe")
+    _wrap_all(_runner.Runner, runner, RUNNER)
+    _wrap_all(_journal.Journal, ("transition", "begin"), JOURNAL)
+    _wrap_all(machine_mod.SagaMachine, ("next_state", "state", "is_terminal"), FSM)
+    _wrap_all(_leases.Leases, ("hold", "valid", "until", "drop"), LEASES)
+    _wrap_all(sql_mod.SqlStore, ("create", "_create", "advance", "_direct"), STORE)
+    _wrap_all(_writers.Writers, ("take", "give"), WRITERS)
+    _wrap_all(_handlers.Handlers, ("call", "context"), CALL)
+    _wrap_all(_live.LiveRun, ("snapshot",), SNAPSHOT)
     FakeServices.call = TRACER.wrap(HANDLER, FakeServices.call)  # type: ignore[method-assign]
-    codec.dumps = TRACER.wrap(CODEC, codec.dumps)
+    for name in ("dumps", "stored", "frozen", "loads", "round_trip_problem"):
+        setattr(codec, name, TRACER.wrap(CODEC, getattr(codec, name)))
     uuid.uuid4 = TRACER.wrap(UUID, uuid.uuid4)
     throughput.floor_saga = TRACER.wrap(FLOOR_PY, throughput.floor_saga)
 

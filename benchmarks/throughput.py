@@ -70,6 +70,7 @@ from sqlalchemy import event  # noqa: E402
 from definitions.order import OrderRequest, OrderSaga  # noqa: E402
 from definitions.services import FakeServices  # noqa: E402
 from statesaga import SagaEngine  # noqa: E402
+from statesaga.store import SagaChanges  # noqa: E402
 from statesaga.store.schema import metadata  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -80,22 +81,47 @@ EXPECTED_COMMITS = 5
 # The statements statesaga's store issues (see statesaga/store/sql.py), written by hand.
 SAGA_COLS = (
     "saga_id, name, version, fingerprint, status, state, attempt, seq, input, error, "
-    "due_at, created_at, updated_at, owner, lease_until, lease_epoch"
+    "due_at, created_at, updated_at, owner, lease_until, lease_epoch, "
+    "waiting_for, waiting_key, wait_until"
+)
+UPDATE_COLS = (
+    "status, state, attempt, seq, error, due_at, updated_at, owner, lease_until, "
+    "waiting_for, waiting_key, wait_until"
 )
 LOG_COLS = "saga_id, seq, step, status, attempt, result, error, at"
 SQL = {
-    "insert_saga": f"INSERT INTO statesaga_sagas ({SAGA_COLS}) VALUES ({', '.join('?' * 16)})",
+    "insert_saga": f"INSERT INTO statesaga_sagas ({SAGA_COLS}) VALUES ({', '.join('?' * 19)})",
     "insert_log": f"INSERT INTO statesaga_log ({LOG_COLS}) VALUES ({', '.join('?' * 8)})",
     "update_saga": (
         "UPDATE statesaga_sagas SET status=?, state=?, attempt=?, seq=?, error=?, due_at=?, "
-        "updated_at=?, owner=?, lease_until=? WHERE statesaga_sagas.saga_id = ? "
-        "AND statesaga_sagas.seq = ? AND statesaga_sagas.lease_epoch = ?"
+        "updated_at=?, owner=?, lease_until=?, waiting_for=?, waiting_key=?, wait_until=? "
+        "WHERE statesaga_sagas.saga_id = ? AND statesaga_sagas.seq = ? "
+        "AND statesaga_sagas.lease_epoch = ?"
     ),
 }
 STEPS = ("create_order", "charge_payment", "reserve_inventory", "confirm_order")
 #: The runner a saga's row names as its owner while it runs (statesaga writes its own).
 OWNER = "vm:12345:0123abcd"
 RESULTS = ('"orders-0123456789"', '"payments-0123456789"', '"inventory-0123456789"', "null")
+
+
+def check_floor() -> None:
+    """Fail loudly if statesaga now writes columns the floor does not (a column added
+    to the schema or to a transition's changes): the floor must do what it does."""
+    table = metadata.tables["statesaga_sagas"]
+    written = {
+        "insert_saga": [c.strip() for c in SAGA_COLS.split(",")],
+        "update_saga": [c.strip() for c in UPDATE_COLS.split(",")],
+    }
+    wanted = {
+        "insert_saga": list(table.columns.keys()),
+        "update_saga": list(SagaChanges.__annotations__),
+    }
+    for key, columns in written.items():
+        if sorted(columns) != sorted(wanted[key]):
+            raise SystemExit(
+                f"the floor's {key} writes {columns}, statesaga {wanted[key]}: update it"
+            )
 
 
 # -- the floor ----------------------------------------------------------------
@@ -162,6 +188,9 @@ def floor_saga(db: Floor, fingerprint: str, i: int) -> None:
             OWNER,
             now + 30.0,
             1,
+            None,
+            None,
+            None,
         ),
     )
     db.execute("insert_log", (sid, 1, STEPS[0], "executing", 1, None, None, now))
@@ -190,6 +219,9 @@ def floor_saga(db: Floor, fingerprint: str, i: int) -> None:
                 now,
                 owner,
                 until,
+                None,
+                None,
+                None,
                 sid,
                 seq,
                 1,
@@ -461,6 +493,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    check_floor()
     modes = [m for m in args.modes if not (args.skip_pg and m == "postgresql")]
     n_durable = args.n_durable or max(50, args.n * 3 // 4)
     tmp = Path(tempfile.mkdtemp(prefix="statesaga-bench-", dir=args.dir))

@@ -176,8 +176,9 @@ def completed(url: str) -> int:
 # -- the two sides ------------------------------------------------------------------
 
 
-def statesaga_worker(url: str, concurrency: int, go: Any, io: float) -> None:
-    """A worker process: statesaga's own worker until every saga is done."""
+def statesaga_worker(url: str, concurrency: int, go: Any, io: float, done: Any) -> None:
+    """A worker process: statesaga's own worker until the parent says every saga is
+    done (it does not poll the database for that itself: the floor does not either)."""
     global IO
     IO = io
     engine = SagaEngine(url, pool_size=WRITERS // 2 + 2)  # writers: size + overflow - 4
@@ -185,13 +186,11 @@ def statesaga_worker(url: str, concurrency: int, go: Any, io: float) -> None:
     worker = engine.worker(concurrency=concurrency, poll=0.02)
     go.wait()
     worker.start()
-    while completed(url) < NEEDED.get("n", 0):
-        time.sleep(0.02)
+    done.wait()
     worker.stop()
     engine.close()
 
 
-NEEDED: dict[str, int] = {}
 #: Connections each side commits on per process (statesaga: its engine's writers).
 WRITERS = 12
 
@@ -205,8 +204,8 @@ FLOOR_SQL = {
     ),
     "update": (
         "UPDATE statesaga_sagas SET status = %s, state = %s, attempt = %s, seq = %s, error = %s, "
-        "due_at = %s, updated_at = %s, owner = %s, lease_until = %s "
-        "WHERE saga_id = %s AND seq = %s AND lease_epoch = %s"
+        "due_at = %s, updated_at = %s, owner = %s, lease_until = %s, waiting_for = %s, "
+        "waiting_key = %s, wait_until = %s WHERE saga_id = %s AND seq = %s AND lease_epoch = %s"
     ),
     "log": (
         "INSERT INTO statesaga_log (saga_id, seq, step, status, attempt, result, error, at) "
@@ -216,7 +215,7 @@ FLOOR_SQL = {
 STEPS = ("create_order", "charge_payment", "reserve_inventory", "confirm_order")
 
 
-def floor_worker(url: str, concurrency: int, go: Any, io: float) -> None:
+def floor_worker(url: str, concurrency: int, go: Any, io: float, done: Any) -> None:
     """A floor process: the same claims, commits and sleeps in plain psycopg."""
     owner = f"floor-{os.getpid()}"
     info = libpq(url)
@@ -247,6 +246,9 @@ def floor_worker(url: str, concurrency: int, go: Any, io: float) -> None:
                     now,
                     owner,
                     now + 30,
+                    None,
+                    None,
+                    None,
                     saga_id,
                     seq,
                     epoch,
@@ -275,6 +277,9 @@ def floor_worker(url: str, concurrency: int, go: Any, io: float) -> None:
                         now,
                         None if last else owner,
                         None if last else now + 30,
+                        None,
+                        None,
+                        None,
                         saga_id,
                         seq,
                         epoch,
@@ -316,12 +321,12 @@ def measure(side: str, url: str, workers: int, concurrency: int, n: int, io: flo
     name, scoped = fresh_schema(url)
     try:
         preload(scoped, n)
-        NEEDED["n"] = n
         ctx = multiprocessing.get_context("fork")
-        go = ctx.Event()
+        go, done = ctx.Event(), ctx.Event()
         target = statesaga_worker if side == "statesaga" else floor_worker
         procs = [
-            ctx.Process(target=target, args=(scoped, concurrency, go, io)) for _ in range(workers)
+            ctx.Process(target=target, args=(scoped, concurrency, go, io, done))
+            for _ in range(workers)
         ]
         for p in procs:
             p.start()
@@ -331,6 +336,7 @@ def measure(side: str, url: str, workers: int, concurrency: int, n: int, io: flo
         while completed(scoped) < n:
             time.sleep(0.005)
         elapsed = time.perf_counter() - began
+        done.set()
         for p in procs:
             p.join(timeout=60)
             if p.is_alive():
@@ -344,9 +350,8 @@ def latency(url: str, samples: int) -> list[float]:
     """Start-to-first-step latencies (ms) with one idle worker process."""
     name, scoped = fresh_schema(url)
     ctx = multiprocessing.get_context("fork")
-    go = ctx.Event()
-    NEEDED["n"] = samples
-    proc = ctx.Process(target=statesaga_worker, args=(scoped, 8, go, 0.0))
+    go, done = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=statesaga_worker, args=(scoped, 8, go, 0.0, done))
     proc.start()
     go.set()
     engine = SagaEngine(scoped)
@@ -362,6 +367,7 @@ def latency(url: str, samples: int) -> list[float]:
                 time.sleep(0.002)
             out.append((run.results["create_order"] - before) * 1000)
     finally:
+        done.set()
         proc.join(timeout=60)
         if proc.is_alive():
             proc.kill()

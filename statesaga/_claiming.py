@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from statesaga._errors import ConcurrentUpdate, ResumeError
+from statesaga._errors import ResumeError
 from statesaga._handlers import describe
 from statesaga._leases import Leases
 from statesaga._live import LiveRun
@@ -80,30 +80,37 @@ class Claims:
     ) -> tuple[list[LiveRun], list[ResumeError]]:
         """Claim up to ``limit`` runnable sagas; return their live runs and the
         claimed ones that cannot be resumed. With ``parks`` only due sagas are
-        claimed and their retry delays park them again; without, a saga waiting
+        claimed, their next attempts begin in the claim's transaction (one commit
+        for both) and their retry delays park them again; without, a saga waiting
         out a delay is claimed too and waits it out in its thread."""
-        rows = self.store.claim(
-            self.leases.owner,
-            self.leases.until(),
-            self.clock(),
-            self.registry.keys(),
-            limit=limit,
-            exclude=self._unresumable,
-            due_only=parks,
-        )
         runs: list[LiveRun] = []
         skipped: list[ResumeError] = []
-        for row in rows:
-            try:
-                run = self._claimed(self.registry.of_row(row), row)
-            except ResumeError as exc:
-                skipped.append(exc)
-                continue
-            except ConcurrentUpdate:
-                continue
-            run.parks = parks
-            run.loop = loop
-            runs.append(run)
+        with self.store.transaction() as tx:
+            rows = self.store.claim(
+                self.leases.owner,
+                self.leases.until(),
+                self.clock(),
+                self.registry.keys(),
+                limit=limit,
+                exclude=self._unresumable,
+                due_only=parks,
+                connection=tx.connection,
+            )
+            logs = self.store.logs([row.saga_id for row in rows], tx.connection)
+            for row in rows:
+                try:
+                    run = self.runner.claimed(self.registry.of_row(row), row, logs[row.saga_id])
+                except ResumeError as exc:
+                    skipped.append(exc)
+                    continue
+                run.parks = parks
+                run.loop = loop
+                if parks:
+                    self.runner.begin(run, tx)
+                runs.append(run)
+        if skipped:  # let go again, once the claim is committed
+            self._unresumable.update(exc.saga_id for exc in skipped)
+            self.store.release(self.leases.owner, [exc.saga_id for exc in skipped])
         return runs, skipped
 
     def _claimed(self, defn: Definition, row: SagaRow) -> LiveRun:

@@ -17,6 +17,8 @@ from cattrs.preconf.json import make_converter
 
 _converter = make_converter()
 _PLAIN = (str, int, bool, type(None))
+#: ``json.dumps`` with these options would build an encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 #: The largest value stored, as JSON text.
@@ -34,7 +36,7 @@ def dumps(value: Any) -> str:
         if isinstance(value, _PLAIN):
             text = json.dumps(value)
         else:
-            text = json.dumps(_converter.unstructure(value), separators=(",", ":"), allow_nan=False)
+            text = _ENCODER.encode(_converter.unstructure(value))
     except RecursionError:
         raise ValueError("it is nested too deeply to store") from None
     if len(text) > MAX_SIZE:
@@ -65,13 +67,14 @@ def loads(text: str | None, type_: Any = None) -> Any:
     return _converter.structure(data, type_)
 
 
-def round_trip_problem(value: Any, type_: Any) -> str | None:
+def round_trip_problem(value: Any, type_: Any, text: str | None = None) -> str | None:
     """Why ``value`` would not come back equal from storage as ``type_`` (a field
     of the wrong type inside an attrs instance, say), or ``None`` if it would.
 
-    The value must already encode (``dumps``)."""
+    The value must already encode (``dumps``); ``text``: what it encodes to, if
+    the caller has it already."""
     try:
-        back = loads(dumps(value), type_)
+        back = loads(dumps(value) if text is None else text, type_)
     except cattrs.BaseValidationError as exc:
         return "; ".join(cattrs.transform_error(exc))
     except (TypeError, ValueError) as exc:

@@ -34,22 +34,22 @@ from statesaga._handlers import HandlerLoop, Hooks, Observed, observed
 from statesaga._leases import Leases
 from statesaga._live import LiveRun
 from statesaga._operating import Operating
-from statesaga._reads import Reads
+from statesaga._reads import Reading, Reads
 from statesaga._registry import Registry
 from statesaga._runner import Runner
 from statesaga._signals import Signalling
 from statesaga._spec import SagaSpec
 from statesaga._status import SagaStatus
-from statesaga._views import LogEntry, SagaRun, SagaSummary
-from statesaga._worker import Crew, RecoveryReport, Worker
+from statesaga._views import SagaRun
+from statesaga._worker import Crew, Working
 from statesaga.store import SqlStore, make_engine
 from statesaga.store.migrations import upgrade
 
 if TYPE_CHECKING:
-    from statesaga.choreography import Broker
+    pass
 
 
-class SagaEngine(Signalling, Operating):
+class SagaEngine(Reading, Working, Signalling, Operating):
     """Runs sagas and persists them in a SQL database.
 
     Args:
@@ -320,85 +320,3 @@ class SagaEngine(Signalling, Operating):
             return self.get(saga_id)  # another live runner holds it
         run.loop = loop
         return self._runner.drive(run) or self.get(saga_id)
-
-    def recover(self, concurrency: int = 1, *, wait: bool = True) -> RecoveryReport:
-        """Drive every saga that is runnable now and that no live runner holds —
-        those of a process that died, and those started but never run — to its end.
-
-        Safe beside live workers and other ``recover`` calls, in any process: a
-        saga someone else holds is left to them, silently. A saga that cannot be
-        resumed is reported with its reason and left untouched; the others go on.
-
-        Args:
-            concurrency: sagas driven at once.
-            wait: wait out retry delays (a waiting saga holds one of the
-                ``concurrency`` threads; the others go on); ``False``: leave such
-                a saga parked at its delay, for a worker.
-        """
-        self.store.ensure_schema()
-        return Worker(self, concurrency).drain(wait)
-
-    def worker(
-        self,
-        concurrency: int = 8,
-        *,
-        poll: float = 1.0,
-        grace: float = 30.0,
-        relay: Broker | None = None,
-    ) -> Worker:
-        """A worker that claims and drives this engine's sagas (see ``Worker``):
-        ``run()`` it, ``start()`` it in a thread, or enter it (``with``/``async with``).
-
-        Args:
-            concurrency: sagas driven at once; it never claims more.
-            poll: the longest idle wait between claims, in seconds.
-            grace: seconds a stop lets running handlers finish.
-            relay: a broker (``statesaga.choreography.RabbitMQ``, say): the worker
-                then also relays the choreography's outbox from this engine's
-                database to it, claiming events with the engine's lease length.
-        """
-        self.store.ensure_schema()
-        runs_relay = None
-        if relay is not None:
-            from statesaga.choreography import Relay
-
-            runs_relay = Relay(self, relay, lease=self._leases.length, clock=self._clock)
-        return Worker(self, concurrency, poll=poll, grace=grace, relay=runs_relay)
-
-    # -- reading ----------------------------------------------------------
-
-    def get(self, saga_id: str) -> SagaRun:
-        """The saga's current state.
-
-        Raises:
-            SagaNotFound: no saga has that id.
-            CorruptSaga: its row or log is damaged (it is left as it is).
-        """
-        return self._reads.get(saga_id)
-
-    def history(self, saga_id: str) -> list[LogEntry]:
-        """The saga's log, oldest first.
-
-        Raises:
-            SagaNotFound: no saga has that id.
-            CorruptSaga: its row or log is damaged (it is left as it is).
-        """
-        return self._reads.history(saga_id)
-
-    def list(
-        self,
-        *,
-        status: SagaStatus | str | None = None,
-        name: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[SagaSummary]:
-        """Sagas, newest first.
-
-        Args:
-            status: only sagas with this status.
-            name: only sagas of the definition with this name.
-            limit: at most this many.
-            offset: skip this many first (for paging).
-        """
-        return self._reads.list(status, name, limit, offset)

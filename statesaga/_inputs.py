@@ -37,7 +37,7 @@ def checked(spec: SagaSpec, input: Any, saga_id: str | None) -> tuple[str, str]:
     except (TypeError, ValueError) as exc:
         raise SerializationError(spec.name, saga_id, "input", input, str(exc)) from exc
     if spec.input_type is not None:
-        problem = codec.round_trip_problem(input, spec.input_type)
+        problem = codec.round_trip_problem(input, spec.input_type, input_text)
         if problem is not None:
             raise InvalidInput(spec.name, spec.input_type, input, problem)
     return sid, input_text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from statesaga import _views as views
 from statesaga._errors import CorruptSaga, HistoryMismatch, SagaNotFound
@@ -43,12 +43,17 @@ class Reads:
         return _decoded(row, log, lambda: [views.log_entry(r, spec) for r in log])
 
     def list(
-        self, status: SagaStatus | str | None, name: str | None, limit: int, offset: int
+        self,
+        status: SagaStatus | str | None,
+        name: str | None,
+        limit: int,
+        offset: int,
+        **since: Any,
     ) -> list[SagaSummary]:
         """Sagas, newest first (see ``SagaEngine.list``)."""
         self.store.require_schema()
         wanted = None if status is None else SagaStatus(status).value
-        rows = self.store.list(status=wanted, name=name, limit=limit, offset=offset)
+        rows = self.store.list(status=wanted, name=name, limit=limit, offset=offset, **since)
         return [views.summary(r) for r in rows]
 
     def _read(self, saga_id: str) -> tuple[SagaRow, Sequence[LogRow], SagaSpec | None]:
@@ -100,3 +105,59 @@ def _readable(text: str | None) -> bool:
     except ValueError:
         return False
     return True
+
+
+class Reading:
+    """The reading API of ``SagaEngine`` (its methods are the engine's)."""
+
+    _reads: Reads
+
+    def get(self, saga_id: str) -> SagaRun:
+        """The saga's current state.
+
+        Raises:
+            SagaNotFound: no saga has that id.
+            CorruptSaga: its row or log is damaged (it is left as it is).
+        """
+        return self._reads.get(saga_id)
+
+    def history(self, saga_id: str) -> list[LogEntry]:
+        """The saga's log, oldest first.
+
+        Raises:
+            SagaNotFound: no saga has that id.
+            CorruptSaga: its row or log is damaged (it is left as it is).
+        """
+        return self._reads.history(saga_id)
+
+    def list(
+        self,
+        *,
+        status: SagaStatus | str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        started_after: float | None = None,
+        started_before: float | None = None,
+        error_contains: str | None = None,
+    ) -> list[SagaSummary]:
+        """Sagas, newest first.
+
+        Args:
+            status: only sagas with this status.
+            name: only sagas of the definition with this name.
+            limit: at most this many.
+            offset: skip this many first (for paging).
+            started_after: only sagas started at or after this time (UNIX seconds).
+            started_before: only sagas started before this time.
+            error_contains: only sagas whose error has this text.
+        """
+        return self._reads.list(
+            status,
+            name,
+            limit,
+            offset,
+            after=started_after,
+            before=started_before,
+            error=error_contains,
+        )

@@ -33,8 +33,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 
@@ -43,8 +44,10 @@ from statesaga._views import SagaRun
 
 if TYPE_CHECKING:
     from statesaga._engine import SagaEngine
+    from statesaga._leases import Leases
     from statesaga._live import LiveRun
-    from statesaga.choreography import Relay
+    from statesaga.choreography import Broker, Relay
+    from statesaga.store import SqlStore
 
 log = logging.getLogger("statesaga")
 
@@ -352,3 +355,60 @@ class Worker:
             with self._lock:
                 self._busy.pop(run.saga_id, None)
             self._wake.set()
+
+
+class Working:
+    """The worker API of ``SagaEngine`` (its methods are the engine's)."""
+
+    store: SqlStore
+    _leases: Leases
+    _clock: Callable[[], float]
+
+    def _as_engine(self) -> SagaEngine:
+        return cast("SagaEngine", self)
+
+    def recover(self, concurrency: int = 1, *, wait: bool = True) -> RecoveryReport:
+        """Drive every saga that is runnable now and that no live runner holds —
+        those of a process that died, and those started but never run — to its end.
+
+        Safe beside live workers and other ``recover`` calls, in any process: a
+        saga someone else holds is left to them, silently. A saga that cannot be
+        resumed is reported with its reason and left untouched; the others go on.
+
+        Args:
+            concurrency: sagas driven at once.
+            wait: wait out retry delays (a waiting saga holds one of the
+                ``concurrency`` threads; the others go on); ``False``: leave such
+                a saga parked at its delay, for a worker.
+        """
+        self.store.ensure_schema()
+        return Worker(self._as_engine(), concurrency).drain(wait)
+
+    def worker(
+        self,
+        concurrency: int = 8,
+        *,
+        poll: float = 1.0,
+        grace: float = 30.0,
+        relay: Broker | None = None,
+    ) -> Worker:
+        """A worker that claims and drives this engine's sagas (see ``Worker``):
+        ``run()`` it, ``start()`` it in a thread, or enter it (``with``/``async with``).
+
+        Args:
+            concurrency: sagas driven at once; it never claims more.
+            poll: the longest idle wait between claims, in seconds.
+            grace: seconds a stop lets running handlers finish.
+            relay: a broker (``statesaga.choreography.RabbitMQ``, say): the worker
+                then also relays the choreography's outbox from this engine's
+                database to it, claiming events with the engine's lease length.
+        """
+        self.store.ensure_schema()
+        runs_relay = None
+        if relay is not None:
+            from statesaga.choreography import Relay
+
+            runs_relay = Relay(
+                self._as_engine(), relay, lease=self._leases.length, clock=self._clock
+            )
+        return Worker(self._as_engine(), concurrency, poll=poll, grace=grace, relay=runs_relay)

@@ -259,3 +259,38 @@ def test_the_overlay_of_a_cancelled_saga_draws_the_cancel(
     drawn = model_of(Shop).with_path(engine.history("d-1"), status="failed")
     assert [p.kind for p in drawn.path] == ["forward", "cancel", "finish"]
     assert "operator: cancel" in to_dot(drawn)
+
+
+def test_list_filters_by_start_time_and_error_text(
+    new_engine: Callable[..., SagaEngine], shop: Shop, db_url: str, tmp_path: Path
+) -> None:
+    """`engine.list` and `statesaga list` filter by when a saga started and by
+    text in its error (what an operator looks for first)."""
+    now = [1_000_000.0]
+    engine = new_engine(clock=lambda: now[0])
+    engine.register(shop)
+    engine.run(shop, "x", saga_id="f-old")
+    engine.cancel("f-old", "50% off_by_one")
+    now[0] += 86_400
+    engine.run(shop, "x", saga_id="f-new")
+    ids = [s.saga_id for s in engine.list(started_after=now[0])]
+    assert ids == ["f-new"]
+    assert [s.saga_id for s in engine.list(started_before=now[0])] == ["f-old"]
+    assert [s.saga_id for s in engine.list(error_contains="50% off_by")] == ["f-old"]
+    assert engine.list(error_contains="50_ off") == []  # % and _ are plain text
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STATESAGA")}
+    listed = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("statesaga")),
+            *("list", "--db", db_url, "--error", "off_by_one"),
+            *("--since", "1970-01-12", "--json"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [s["saga_id"] for s in json.loads(listed.stdout)["sagas"]] == ["f-old"]

@@ -161,7 +161,7 @@ OUTSIDE_THE_TREE = {
     # A simulated crash must not be catchable by `except Exception` in a handler.
     "statesaga.testing.harness.SimulatedCrash",
     # Internal control flow: carries a handler's error out of its transaction; never escapes.
-    "statesaga._runner._Rollback",
+    "statesaga._attempts._Rollback",
     # Internal control flow: the runner lost its lease; a BaseException so that no
     # handler error path takes it for a failure; never escapes the runner.
     "statesaga._leases.LeaseLost",

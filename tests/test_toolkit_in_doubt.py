@@ -30,7 +30,7 @@ from statesaga import (
     StepTimeout,
     step,
 )
-from statesaga._runner import _in_doubt as runner_in_doubt
+from statesaga._attempts import _in_doubt as runner_in_doubt
 from statesaga.testing import (
     Exploration,
     Fault,

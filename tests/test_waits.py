@@ -259,6 +259,9 @@ def play(
                 fresh = SagaEngine(url, clock=clock, sleep=lambda _s: None)
                 fresh.register(saga)
                 engines.append(fresh)
+                # It restarts at once and takes over what was left (before any
+                # time passes: a wait's timeout runs from when the saga reaches it).
+                fresh.recover()
 
     try:
         guarded(lambda e: e.run(saga, tag, saga_id=saga_id))

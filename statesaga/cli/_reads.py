@@ -60,6 +60,17 @@ LIST_COLUMNS = (*SAGA_COLUMNS, Column("UPDATED"), Column("ERROR", wrap=True))
 )
 @click.option("--name", help="Only sagas of the definition with this name.")
 @click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="Only sagas started at or after this time (UTC): 2026-11-28 or 2026-11-28T10:00:00.",
+)
+@click.option(
+    "--before",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="Only sagas started before this time (UTC).",
+)
+@click.option("--error", "error_text", help="Only sagas whose error has this text.")
+@click.option(
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many."
 )
 @click.option(
@@ -72,7 +83,15 @@ LIST_COLUMNS = (*SAGA_COLUMNS, Column("UPDATED"), Column("ERROR", wrap=True))
 @json_option
 @debug_option
 def list_sagas(
-    db: Database, status: str | None, name: str | None, limit: int, offset: int, as_json: bool
+    db: Database,
+    status: str | None,
+    name: str | None,
+    since: datetime | None,
+    before: datetime | None,
+    error_text: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
 ) -> None:
     """List sagas, newest first. Reads only.
 
@@ -80,11 +99,25 @@ def list_sagas(
     that no other id starts with. A line on standard error says how many there
     are in all and how to page (--offset, --limit).
     """
+    after = None if since is None else since.replace(tzinfo=UTC).timestamp()
+    until = None if before is None else before.replace(tzinfo=UTC).timestamp()
     store = db.read_store()
     try:
-        rows = store.list(status=status, name=name, limit=limit, offset=offset)
+        rows = store.list(
+            status=status,
+            name=name,
+            limit=limit,
+            offset=offset,
+            after=after,
+            before=until,
+            error=error_text,
+        )
         exact = len(rows) < limit and (rows or offset == 0)
-        total = offset + len(rows) if exact else store.count(status=status, name=name)
+        total = (
+            offset + len(rows)
+            if exact
+            else store.count(status=status, name=name, after=after, before=until, error=error_text)
+        )
     finally:
         store.close()
     if as_json:

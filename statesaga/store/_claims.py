@@ -12,12 +12,13 @@ import contextlib
 from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from statesaga.store._base import StoreBase
 from statesaga.store._filters import DefinitionKey, incomplete, of_definitions
 from statesaga.store._listen import Listener
-from statesaga.store._rows import SagaRow
-from statesaga.store.schema import sagas
+from statesaga.store._rows import LogRow, SagaRow
+from statesaga.store.schema import log, sagas
 
 #: The PostgreSQL channel a new runnable saga is announced on.
 CHANNEL = "statesaga_runnable"
@@ -38,6 +39,7 @@ class Claims(StoreBase):
         saga_id: str | None = None,
         due_only: bool = True,
         exclude: Iterable[str] = (),
+        connection: Connection | None = None,
     ) -> list[SagaRow]:
         """Take runnable sagas: unfinished, of one of ``definitions``, their lease
         free or expired, and (with ``due_only``) due. Each taken saga's lease
@@ -52,6 +54,8 @@ class Claims(StoreBase):
             saga_id: only this saga.
             due_only: skip sagas waiting out a retry delay.
             exclude: never these sagas.
+            connection: claim in this open transaction (see ``transaction``);
+                ``None``: in a transaction of its own.
 
         Returns:
             The claimed rows, as they are now.
@@ -83,8 +87,21 @@ class Claims(StoreBase):
             .values(owner=owner, lease_until=until, lease_epoch=sagas.c.lease_epoch + 1)
             .returning(*sagas.c)
         )
+        if connection is not None:
+            return [SagaRow(*r) for r in connection.execute(take)]
         with self._writing() as conn:
             return [SagaRow(*r) for r in conn.execute(take)]
+
+    def logs(self, saga_ids: Iterable[str], connection: Connection) -> dict[str, list[LogRow]]:
+        """The logs of ``saga_ids`` (oldest entry first), read on ``connection``: the
+        claim's own transaction, so that its runner rebuilds them without a round trip."""
+        ids = list(saga_ids)
+        found: dict[str, list[LogRow]] = {saga_id: [] for saga_id in ids}
+        if ids:
+            q = sa.select(log).where(log.c.saga_id.in_(ids)).order_by(log.c.saga_id, log.c.seq)
+            for r in connection.execute(q):
+                found[r.saga_id].append(LogRow(*r))
+        return found
 
     def extend(self, owner: str, until: float) -> dict[str, str | None]:
         """Extend every lease ``owner`` holds to ``until``; return the sagas it still

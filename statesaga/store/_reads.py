@@ -7,6 +7,7 @@ readers never queue behind the writers' ``BEGIN IMMEDIATE``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -66,30 +67,35 @@ class Reads(StoreBase):
         name: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: float | None = None,
+        before: float | None = None,
+        error: str | None = None,
     ) -> list[SagaRow]:
-        """Sagas, newest first, optionally filtered by status and name."""
+        """Sagas, newest first, filtered (see ``_where``)."""
         q = (
             sa.select(sagas)
+            .where(*_where(status, name, after, before, error))
             .order_by(sagas.c.created_at.desc(), sagas.c.saga_id)
             .limit(limit)
             .offset(offset)
         )
-        if status is not None:
-            q = q.where(sagas.c.status == status)
-        if name is not None:
-            q = q.where(sagas.c.name == name)
         with self._reading() as conn:
             return [SagaRow(*r) for r in conn.execute(q)]
 
     # -- for the command line: paging and id prefixes ------------------------
 
-    def count(self, *, status: str | None = None, name: str | None = None) -> int:
+    def count(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        after: float | None = None,
+        before: float | None = None,
+        error: str | None = None,
+    ) -> int:
         """How many sagas ``list`` with the same filters would page through."""
         q = sa.select(sa.func.count()).select_from(sagas)
-        if status is not None:
-            q = q.where(sagas.c.status == status)
-        if name is not None:
-            q = q.where(sagas.c.name == name)
+        q = q.where(*_where(status, name, after, before, error))
         with self._reading() as conn:
             return int(conn.execute(q).scalar_one())
 
@@ -108,3 +114,27 @@ class Reads(StoreBase):
         )
         with self._reading() as conn:
             return list(conn.execute(q).scalars())
+
+
+def _where(
+    status: str | None,
+    name: str | None,
+    after: float | None,
+    before: float | None,
+    error: str | None,
+) -> list[Any]:
+    """The conditions of a listing: its status, its definition's name, started
+    at or after ``after`` and before ``before``, ``error`` in its error text
+    (as written: case counts, ``%`` and ``_`` are plain characters)."""
+    conditions: list[Any] = []
+    if status is not None:
+        conditions.append(sagas.c.status == status)
+    if name is not None:
+        conditions.append(sagas.c.name == name)
+    if after is not None:
+        conditions.append(sagas.c.created_at >= after)
+    if before is not None:
+        conditions.append(sagas.c.created_at < before)
+    if error is not None:
+        conditions.append(sagas.c.error.contains(error, autoescape=True))
+    return conditions

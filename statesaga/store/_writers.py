@@ -59,7 +59,9 @@ class Writers:
         self._limit = max(1, min(limit, self._cap))
         self._idle: list[Writer] = []
         self._count = 0  # writers in existence (idle or lent)
-        self._cond = threading.Condition()
+        # The hot path enters the lock itself (C), not the condition (Python).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._closed = False
         self._pid = os.getpid()
         self._cap = _capacity(engine)
@@ -74,7 +76,7 @@ class Writers:
         """
         if self._pid != os.getpid():
             self._forget()
-        with self._cond:
+        with self._lock:
             while True:
                 if self._closed:
                     raise EngineClosed()
@@ -102,7 +104,7 @@ class Writers:
         """Take back a writer; not ``ok`` (its transaction failed), it is rolled back
         first, and closed if even that fails."""
         keep = ok or _rolled_back(writer)
-        with self._cond:
+        with self._lock:
             if keep and not self._closed:
                 self._idle.append(writer)
             else:

@@ -64,14 +64,7 @@ def _add_outbox(conn: Connection) -> None:
 
 def _add_waits(conn: Connection) -> None:
     """Version 4: saga rows say what a wait step waits for; the signals table."""
-    for name in (
-        "waiting_for",
-        "waiting_key",
-        "wait_until",
-        "request",
-        "request_by",
-        "request_reason",
-    ):
+    for name in ("waiting_for", "waiting_key", "wait_until"):
         kind = sagas.c[name].type.compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {sagas.name} ADD COLUMN {name} {kind}")
     for index in sagas.indexes:
@@ -80,11 +73,19 @@ def _add_waits(conn: Connection) -> None:
     signals.create(conn)
 
 
+def _add_requests(conn: Connection) -> None:
+    """Version 5: saga rows carry an operator's request, who asked and why."""
+    for name in ("request", "request_by", "request_reason"):
+        kind = sagas.c[name].type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {sagas.name} ADD COLUMN {name} {kind}")
+
+
 #: Migration to each version from the one before it.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_leases,
     3: _add_outbox,
     4: _add_waits,
+    5: _add_requests,
 }
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Statuses of sagas that still have work to do; ``recover`` reads them through a partial index.
 INCOMPLETE = ("started", "compensating")
