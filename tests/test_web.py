@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("starlette")
-pytest.importorskip("httpx")
+pytest.importorskip("httpx2")  # what starlette.testclient uses
 
 from click.testing import CliRunner
 from starlette.testclient import TestClient
