@@ -71,19 +71,7 @@ class Attempts:
             if run.deadline_at is not None and self.clock() >= run.deadline_at:
                 raise DeadlineExceeded(run.saga_id, step.name, run.defn.spec.deadline or 0.0)
             ctx = self.handlers.context(run, step.name, step.name, connection)
-            args = (run.defn.saga, ctx)
-            result = self.handlers.call(
-                run, step.handler, args, step.timeout, step.name, step.is_async
-            )
-            value, text = self._stored(run, step, result)
-
-            def record() -> None:
-                run.results[step.name] = value
-                run.texts[step.name] = text
-                run.outcome = text
-                self._fire(run, "succeed")
-
-            return record
+            return self._completing(run, step, (run.defn.saga, ctx))
 
         self._attempt(run, step.transactional, step.retry, invoke, step)
 
@@ -110,21 +98,25 @@ class Attempts:
             signal = Signal(
                 found.event, codec.loads(found.payload, None), found.event_id, found.received_at
             )
-            args = (run.defn.saga, ctx, signal)
-            result = self.handlers.call(
-                run, step.handler, args, step.timeout, step.name, step.is_async
-            )
-            value, text = self._stored(run, step, result)
-
-            def record() -> None:
-                run.results[step.name] = value
-                run.texts[step.name] = text
-                run.outcome = text
-                self._fire(run, "succeed")
-
-            return record
+            return self._completing(run, step, (run.defn.saga, ctx, signal))
 
         self._attempt(run, True, step.retry, invoke, step)
+
+    def _completing(
+        self, run: LiveRun, step: StepSpec, args: tuple[Any, ...]
+    ) -> Callable[[], None]:
+        """Call a step's handler with ``args``; return how to record its result
+        (as a resumed saga would see it) and its completion."""
+        result = self.handlers.call(run, step.handler, args, step.timeout, step.name, step.is_async)
+        value, text = self._stored(run, step, result)
+
+        def record() -> None:
+            run.results[step.name] = value
+            run.texts[step.name] = text
+            run.outcome = text
+            self._fire(run, "succeed")
+
+        return record
 
     def _park(self, run: LiveRun, key: str | None) -> None:
         """Let go of a saga at a wait step until its event or its timeout (in the
