@@ -251,11 +251,11 @@ class Journal:
         """What an attempt interrupted from outside (not failed) writes: an
         ``interrupted`` entry; the saga stays in ``state``, let go, its next
         attempt to begin when a runner takes it."""
-        info = self.machine.state(state)
-        assert info.step is not None
-        entry = _record(saga_id, seq + 1, info.step, EntryStatus.INTERRUPTED, attempt, now)
+        changes, entry = self._stopped(
+            saga_id, seq, state, attempt, error, EntryStatus.INTERRUPTED, now, wait_until
+        )
         entry["error"] = why
-        return _staying(info, seq + 1, attempt, error, now, None, wait_until), entry
+        return changes, entry
 
     def paused(
         self,
@@ -270,10 +270,28 @@ class Journal:
     ) -> tuple[SagaChanges, LogRecord]:
         """What carrying out an operator's pause writes: a ``paused`` entry (its
         result says who and why); the saga stays in ``state``, let go."""
+        changes, entry = self._stopped(
+            saga_id, seq, state, attempt, error, EntryStatus.PAUSED, now, wait_until
+        )
+        entry["result"] = note
+        return changes, entry
+
+    def _stopped(
+        self,
+        saga_id: str,
+        seq: int,
+        state: str,
+        attempt: int,
+        error: str | None,
+        status: EntryStatus,
+        now: float,
+        wait_until: float | None,
+    ) -> tuple[SagaChanges, LogRecord]:
+        """An attempt that stops without an outcome (``status``): the saga stays in
+        ``state``, let go, and its next attempt begins when a runner takes it."""
         info = self.machine.state(state)
         assert info.step is not None
-        entry = _record(saga_id, seq + 1, info.step, EntryStatus.PAUSED, attempt, now)
-        entry["result"] = note
+        entry = _record(saga_id, seq + 1, info.step, status, attempt, now)
         return _staying(info, seq + 1, attempt, error, now, None, wait_until), entry
 
     def operator(

@@ -175,10 +175,9 @@ class Operating:
                 why = "waits for an event" if row.waiting_for else "is not parked in a delay"
                 raise OperatorRefused("retry", saga_id, f"it {why}")
             if not self.store.request(
-                saga_id, "retry", actor, None, now, statuses=_UNFINISHED, replacing=(None,)
+                saga_id, None, actor, None, now, statuses=_UNFINISHED, replacing=(None,)
             ):
                 raise OperatorRefused("retry", saga_id, "it changed meanwhile; look again")
-            self.store.settle_request(saga_id, "retry")
             return self._drive_here(row)
         if row.status != SagaStatus.COMPENSATION_FAILED:
             raise OperatorRefused("retry", saga_id, f"it is {row.status}: nothing to retry")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from statesaga import _views as views
 from statesaga._errors import CorruptSaga, HistoryMismatch, SagaNotFound
@@ -48,12 +48,22 @@ class Reads:
         name: str | None,
         limit: int,
         offset: int,
-        **since: Any,
+        after: float | None = None,
+        before: float | None = None,
+        error: str | None = None,
     ) -> list[SagaSummary]:
         """Sagas, newest first (see ``SagaEngine.list``)."""
         self.store.require_schema()
         wanted = None if status is None else SagaStatus(status).value
-        rows = self.store.list(status=wanted, name=name, limit=limit, offset=offset, **since)
+        rows = self.store.list(
+            status=wanted,
+            name=name,
+            limit=limit,
+            offset=offset,
+            after=after,
+            before=before,
+            error=error,
+        )
         return [views.summary(r) for r in rows]
 
     def _read(self, saga_id: str) -> tuple[SagaRow, Sequence[LogRow], SagaSpec | None]:

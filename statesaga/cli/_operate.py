@@ -66,7 +66,11 @@ def _act(
     click.echo(f"{action} {clean(saga_id)}: now {run.status.value} at {clean(run.state)}")
 
 
-def _command(action: str, summary: str, *, reason: bool) -> click.Command:
+#: How each command acts: (engine, saga id, actor, reason) -> the saga now.
+Action = Callable[["SagaEngine", str, str, "str | None"], "SagaRun"]
+
+
+def _command(action: str, summary: str, act: Action, *, reason: bool) -> click.Command:
     @click.command(name=action, help=summary)
     @click.argument("saga_id")
     @db_option()
@@ -82,19 +86,7 @@ def _command(action: str, summary: str, *, reason: bool) -> click.Command:
         saga_id: str, db: Database, definitions: str | None, actor: str | None, reason: str | None
     ) -> None:
         who = _actor(actor)
-
-        def call(engine: SagaEngine, sid: str) -> SagaRun:
-            if action == "cancel":
-                return engine.cancel(sid, reason or "", actor=who)
-            if action == "resolve":
-                return engine.resolve(sid, reason or "", actor=who)
-            if action == "pause":
-                return engine.pause(sid, actor=who, reason=reason)
-            if action == "unpause":
-                return engine.unpause(sid, actor=who)
-            return engine.retry(sid, actor=who)
-
-        _act(db, definitions, saga_id, action, call)
+        _act(db, definitions, saga_id, action, lambda engine, sid: act(engine, sid, who, reason))
 
     return command
 
@@ -102,15 +94,30 @@ def _command(action: str, summary: str, *, reason: bool) -> click.Command:
 cancel = _command(
     "cancel",
     "Stop a running or waiting saga going forward: it compensates, and ends failed.",
+    lambda engine, sid, who, why: engine.cancel(sid, why or "", actor=who),
     reason=True,
 )
 retry = _command(
     "retry",
     "Run a compensation_failed saga's compensations again, or a parked saga now.",
+    lambda engine, sid, who, _why: engine.retry(sid, actor=who),
     reason=False,
 )
 resolve = _command(
-    "resolve", "Close a compensation_failed saga that was handled by hand.", reason=True
+    "resolve",
+    "Close a compensation_failed saga that was handled by hand.",
+    lambda engine, sid, who, why: engine.resolve(sid, why or "", actor=who),
+    reason=True,
 )
-pause = _command("pause", "Stop a saga from being driven until unpause.", reason=False)
-unpause = _command("unpause", "Let a paused saga be driven again.", reason=False)
+pause = _command(
+    "pause",
+    "Stop a saga from being driven until unpause.",
+    lambda engine, sid, who, why: engine.pause(sid, actor=who, reason=why),
+    reason=False,
+)
+unpause = _command(
+    "unpause",
+    "Let a paused saga be driven again.",
+    lambda engine, sid, who, _why: engine.unpause(sid, actor=who),
+    reason=False,
+)

@@ -98,26 +98,26 @@ def build_model(spec: SagaSpec, machine: SagaMachine) -> GraphModel:
     )
 
 
+#: The label of each kind of transition whose label is always the same.
+_LABELS: dict[str, str] = {
+    "retry": "retry",
+    "fail": "fail",
+    "in_doubt": "in doubt",
+    "timeout": "timed out",
+    "cancel": "operator: cancel",
+    "resolve": "operator: resolve",
+    "redo": "operator: retry",
+}
+
+
 def label(t: TransitionInfo) -> str | None:
     """The text every renderer draws on transition ``t`` (``None``: none).
 
     A retry loop says only ``retry``: its state already says how many attempts
     it has, and a long label on a loop is what collides with other links.
     """
-    if t.kind == "retry":
-        return "retry"
-    if t.kind == "fail":
-        return "fail"
-    if t.kind == "in_doubt":
-        return "in doubt"
-    if t.kind == "timeout":
-        return "timed out"
-    if t.kind == "cancel":
-        return "operator: cancel"
-    if t.kind == "resolve":
-        return "operator: resolve"
-    if t.kind == "redo":
-        return "operator: retry"
+    if t.kind in _LABELS:
+        return _LABELS[t.kind]
     if t.kind == "compensation_failed":
         return "fail" if t.dest in TERMINALS else "fail, go on"
     if t.kind == "finish":

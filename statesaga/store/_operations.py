@@ -27,7 +27,7 @@ class Operations(StoreBase):
     def request(
         self,
         saga_id: str,
-        request: str,
+        request: str | None,
         by: str | None,
         reason: str | None,
         now: float,
@@ -36,8 +36,9 @@ class Operations(StoreBase):
         replacing: Iterable[str | None],
     ) -> bool:
         """Ask the runner of ``saga_id`` to carry out ``request``, and make the saga
-        due; only while its status is one of ``statuses`` and its current request
-        one of ``replacing``. Returns whether it was asked."""
+        due (``request`` ``None``: only make it due now); only while its status is
+        one of ``statuses`` and its current request one of ``replacing``. Returns
+        whether it was done."""
         current = list(replacing)
         allowed = [r for r in current if r is not None]
         which = sa.or_(
