@@ -330,7 +330,10 @@ def test_an_older_schema_is_upgraded_in_place(new_engine: Callable[..., SagaEngi
     engine.register(OrderSaga(FakeServices()))
     engine.start(OrderSaga, OrderRequest("c", 1.0), saga_id="old")
     with engine.store.engine.begin() as conn:
-        # What versions 4 (waits), 3 (choreography) and 2 (leases) added goes.
+        # What versions 6 (claim indexes), 4 (waits), 3 (choreography) and 2 (leases)
+        # added goes.
+        for index in ("ready", "wakeup"):
+            conn.exec_driver_sql(f"DROP INDEX statesaga_sagas_{index}")
         conn.exec_driver_sql("DROP TABLE statesaga_signals")
         conn.exec_driver_sql("DROP INDEX statesaga_sagas_waiting")
         for column in ("owner", "lease_until", "lease_epoch"):

@@ -110,6 +110,40 @@ def test_a_saga_waits_survives_a_restart_and_resumes_on_the_signal(
     check_saga(saga.spec, SagaStatus.COMPLETED, second.history("w-1"))
 
 
+def test_a_claim_reads_parked_sagas_through_an_index_not_the_table(
+    new_engine: Callable[..., SagaEngine], clock: Clock
+) -> None:
+    """However many sagas wait, a claim need not read them: each part of its query
+    matches a partial index (the database's own plan uses them once the table's
+    general indexes are out of the way: a planner picks among indexes by its
+    statistics, which a test's few rows do not have), and of many parked sagas it
+    takes only the one a signal woke."""
+    effects = Effects()
+    saga = payment_saga(effects)()
+    engine = make(new_engine, clock, saga)
+    for i in range(20):
+        engine.run(saga, f"o-{i}", saga_id=f"w-{i}")
+    engine.signal("w-7", "payment.confirmed", {"receipt": "r-7"})
+    store = engine.store
+    key = (saga.spec.name, saga.spec.version, saga.spec.fingerprint)
+    take = store.claiming("someone", clock() + 30, clock(), [key], limit=5)
+    sql = str(take.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
+    with store.engine.connect() as conn:
+        trial = conn.begin()  # rolled back: the indexes dropped here come back
+        for index in ("incomplete", "name", "waiting"):
+            conn.exec_driver_sql(f"DROP INDEX statesaga_sagas_{index}")
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
+        else:
+            plan = "\n".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        trial.rollback()
+    assert "statesaga_sagas_wakeup" in plan and "statesaga_sagas_ready" in plan, plan
+    assert "Seq Scan" not in plan and "SCAN statesaga_sagas\n" not in plan + "\n", plan
+    done = engine.recover().resumed
+    assert [(r.saga_id, r.status) for r in done] == [("w-7", SagaStatus.COMPLETED)]
+
+
 def test_a_signal_that_comes_before_the_wait_is_kept(
     new_engine: Callable[..., SagaEngine], clock: Clock
 ) -> None:

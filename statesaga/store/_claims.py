@@ -63,34 +63,55 @@ class Claims(StoreBase):
         keys = list(definitions)
         if not keys or limit < 1:
             return []
+        take = self.claiming(owner, until, now, keys, limit, saga_id, due_only, exclude)
+        if connection is not None:
+            return [SagaRow(*r) for r in connection.execute(take)]
+        with self._writing() as conn:
+            return [SagaRow(*r) for r in conn.execute(take)]
+
+    @staticmethod
+    def claiming(
+        owner: str,
+        until: float,
+        now: float,
+        keys: list[DefinitionKey],
+        limit: int = 1,
+        saga_id: str | None = None,
+        due_only: bool = True,
+        exclude: Iterable[str] = (),
+    ) -> sa.Update:
+        """The statement ``claim`` runs (arguments as there)."""
         conditions = [
             incomplete(),
             sa.or_(sagas.c.owner.is_(None), sagas.c.lease_until < now),
             of_definitions(keys),
-            # A saga at a wait step is runnable only once due: signalled, or given up.
-            sa.or_(sagas.c.waiting_for.is_(None), sagas.c.due_at <= now),
             # A paused saga is left alone until an operator unpauses it.
             sa.or_(sagas.c.request.is_(None), sagas.c.request != "paused"),
         ]
-        if due_only:
-            conditions.append(sa.or_(sagas.c.due_at.is_(None), sagas.c.due_at <= now))
         if saga_id is not None:
             conditions.append(sagas.c.saga_id == saga_id)
         skip = list(exclude)
         if skip:
             conditions.append(sagas.c.saga_id.not_in(skip))
-        pick = sa.select(sagas.c.saga_id).where(*conditions).order_by(sagas.c.created_at)
-        pick = pick.limit(limit).with_for_update(skip_locked=True)
-        take = (
+        # Two parts, each served by its own partial index, so that parked sagas cost
+        # nothing until due: sagas at a wait step once due (signalled, or given up),
+        # earliest first; then the others, oldest first.
+        woken = sa.select(sagas.c.saga_id).where(
+            *conditions, sagas.c.waiting_for.is_not(None), sagas.c.due_at <= now
+        )
+        woken = woken.order_by(sagas.c.due_at).limit(limit).with_for_update(skip_locked=True)
+        ready = sa.select(sagas.c.saga_id).where(*conditions, sagas.c.waiting_for.is_(None))
+        if due_only:  # not waiting out a retry delay
+            ready = ready.where(sa.or_(sagas.c.due_at.is_(None), sagas.c.due_at <= now))
+        ready = ready.order_by(sagas.c.created_at).limit(limit).with_for_update(skip_locked=True)
+        parts = [sa.select(q.subquery().c.saga_id) for q in (woken, ready)]
+        pick = sa.union_all(*parts).limit(limit)
+        return (
             sagas.update()
             .where(sagas.c.saga_id.in_(pick.scalar_subquery()))
             .values(owner=owner, lease_until=until, lease_epoch=sagas.c.lease_epoch + 1)
             .returning(*sagas.c)
         )
-        if connection is not None:
-            return [SagaRow(*r) for r in connection.execute(take)]
-        with self._writing() as conn:
-            return [SagaRow(*r) for r in conn.execute(take)]
 
     def logs(self, saga_ids: Iterable[str], connection: Connection) -> dict[str, list[LogRow]]:
         """The logs of ``saga_ids`` (oldest entry first), read on ``connection``: the

@@ -80,12 +80,20 @@ def _add_requests(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {sagas.name} ADD COLUMN {name} {kind}")
 
 
+def _add_claim_indexes(conn: Connection) -> None:
+    """Version 6: the two partial indexes a claim reads (see ``schema.py``)."""
+    for index in sagas.indexes:
+        if index.name in ("statesaga_sagas_ready", "statesaga_sagas_wakeup"):
+            index.create(conn)
+
+
 #: Migration to each version from the one before it.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_leases,
     3: _add_outbox,
     4: _add_waits,
     5: _add_requests,
+    6: _add_claim_indexes,
 }
 
 
