@@ -35,6 +35,8 @@ from sqlalchemy.engine import Connection, Engine
 from statesaga._errors import SchemaVersionError
 from statesaga.store.schema import (
     SCHEMA_VERSION,
+    bindings,
+    deliveries,
     inbox,
     metadata,
     outbox,
@@ -87,6 +89,13 @@ def _add_claim_indexes(conn: Connection) -> None:
             index.create(conn)
 
 
+def _add_deliveries(conn: Connection) -> None:
+    """Version 7: the embedded broker's bindings and deliveries tables, with their
+    indexes (each created only where absent: new tables, whole or not there)."""
+    bindings.create(conn, checkfirst=True)
+    deliveries.create(conn, checkfirst=True)
+
+
 #: Migration to each version from the one before it.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_leases,
@@ -94,6 +103,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     4: _add_waits,
     5: _add_requests,
     6: _add_claim_indexes,
+    7: _add_deliveries,
 }
 
 

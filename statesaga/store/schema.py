@@ -14,7 +14,11 @@ the wait it is for consumes it (``store._signals`` reads and writes it).
 For choreography (``statesaga.choreography``), ``statesaga_outbox`` holds the
 events published in an application's transactions until a relay has handed
 them to the broker, and ``statesaga_inbox`` the ids of the events each
-consumer has processed (``store._outbox`` reads and writes both).
+consumer has processed (``store._outbox`` reads and writes both). The embedded
+broker (``statesaga.choreography.sql``) keeps its queues beside them:
+``statesaga_bindings`` says which events each queue receives, and
+``statesaga_deliveries`` holds each queue's deliveries until they are
+acknowledged, or marks them dead-lettered (``store._deliveries``).
 
 A saga is *owned* by at most one runner at a time: ``owner`` names it,
 ``lease_until`` says until when, and ``lease_epoch`` (the fencing token) grows
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: Statuses of sagas that still have work to do; ``recover`` reads them through a partial index.
 INCOMPLETE = ("started", "compensating")
@@ -198,4 +202,61 @@ inbox = sa.Table(
     sa.Column("event_id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("processed_at", sa.Float, nullable=False),
+)
+
+# The embedded broker (``statesaga.choreography.sql``; ``store._deliveries`` reads and
+# writes both): which events each queue receives, and each queue's deliveries.
+bindings = sa.Table(
+    "statesaga_bindings",
+    metadata,
+    sa.Column("queue", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+)
+
+sa.Index("statesaga_bindings_name", bindings.c.name)
+
+deliveries = sa.Table(
+    "statesaga_deliveries",
+    metadata,
+    # The order deliveries were sent in; never reused (a late ack must not hit another).
+    sa.Column(
+        "position",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("queue", sa.String(200), nullable=False),
+    # The event, as the outbox held it (``origin``: its outbox position).
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("key", sa.String(200)),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("source", sa.String(200)),
+    sa.Column("cause", sa.String(64)),
+    sa.Column("origin", sa.BigInteger),
+    sa.Column("sent_at", sa.Float, nullable=False),
+    # Times handed to a consumer; more than once: a redelivery.
+    sa.Column("handed", sa.Integer, nullable=False, server_default="0"),
+    # The consumer holding it, and until when.
+    sa.Column("held_by", sa.String(64)),
+    sa.Column("hold_until", sa.Float),
+    # Set aside for good (kept for an operator).
+    sa.Column("dead_at", sa.Float),
+    sqlite_autoincrement=True,
+)
+
+sa.Index(
+    "statesaga_deliveries_waiting",
+    deliveries.c.queue,
+    deliveries.c.position,
+    sqlite_where=deliveries.c.dead_at.is_(None),
+    postgresql_where=deliveries.c.dead_at.is_(None),
+)
+sa.Index(
+    "statesaga_deliveries_key",
+    deliveries.c.queue,
+    deliveries.c.key,
+    deliveries.c.position,
+    sqlite_where=deliveries.c.dead_at.is_(None),
+    postgresql_where=deliveries.c.dead_at.is_(None),
 )
