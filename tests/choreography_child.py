@@ -1,29 +1,41 @@
-"""A consumer process for ``test_choreography_rabbitmq``: it drains the ledger's
-queue from RabbitMQ and, at its ``pause_at``-th delivery, stops between the
-commit of the effects and the acknowledgement, says so on standard output, and
-waits there (reading standard input) until the test kills it with SIGKILL.
+"""A consumer process for the kill tests of ``test_choreography_rabbitmq`` and
+``test_choreography_sql``: it drains the ledger's queue and, at its
+``pause_at``-th delivery, stops between the commit of the effects and the
+acknowledgement, says so on standard output, and waits there (reading standard
+input) until the test kills it with SIGKILL.
 
-Usage: ``python -m tests.choreography_child DB_URL PREFIX PAUSE_AT``.
+Usage: ``python -m tests.choreography_child DB_URL BROKER PAUSE_AT``, where
+BROKER is ``sql`` (the ``SqlBroker`` in DB_URL's database, its holds lasting an
+hour: only a later clock takes them over) or a RabbitMQ prefix.
 """
 
 from __future__ import annotations
 
+import select
+import signal
+import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from statesaga.choreography import (
+    Broker,
     Consumer,
     Delivery,
+    Event,
     EventContext,
     Participant,
     RabbitMQ,
     Subscription,
     handles,
 )
+from statesaga.choreography.sql import SqlBroker
 from statesaga.store import make_engine
+
+#: A generous bound on any one wait for the child; never reached when all is well.
+PATIENCE = 60.0
 
 app = sa.MetaData()
 effects = sa.Table(
@@ -48,16 +60,20 @@ class Ledger(Participant):
         ctx.publish("ledger.written", {"seq": ctx.event.payload["seq"]})
 
 
-class PausingRabbitMQ(RabbitMQ):
-    """Stops for good before the ``pause_at``-th acknowledgement, after saying so."""
+class Pausing:
+    """A broker whose subscriptions stop for good before the ``pause_at``-th
+    acknowledgement, after saying so."""
 
-    def __init__(self, pause_at: int, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, broker: Broker, pause_at: int) -> None:
+        self.broker = broker
         self.pause_at = pause_at
         self.acks = 0
 
+    def send(self, events: Sequence[Event]) -> int:
+        return self.broker.send(events)
+
     def subscribe(self, queue: str, events: Iterable[str]) -> Subscription:
-        sub: Any = super().subscribe(queue, events)
+        sub: Any = self.broker.subscribe(queue, events)
         real_ack = sub.ack
 
         def ack(delivery: Delivery) -> None:
@@ -71,10 +87,43 @@ class PausingRabbitMQ(RabbitMQ):
         sub.ack = ack
         return sub  # type: ignore[no-any-return]
 
+    def close(self) -> None:
+        self.broker.close()
 
-def main(url: str, prefix: str, pause_at: int) -> None:
+
+def kill_after_commit(url: str, broker: str, pause_at: int, cwd: str) -> str:
+    """Run this module as a child process on ``url`` and ``broker``, wait until it
+    has committed the effects of its ``pause_at``-th delivery, SIGKILL it there
+    (before the acknowledgement), and return that delivery's event id."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.choreography_child", url, broker, str(pause_at)],
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        ready, _, _ = select.select([child.stdout], [], [], PATIENCE)
+        assert ready, f"the child never reached its acknowledgement {pause_at}"
+        line = child.stdout.readline()
+        assert line.startswith("committed "), line
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(PATIENCE) == -signal.SIGKILL
+        return line.split()[1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(PATIENCE)
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def main(url: str, broker: str, pause_at: int) -> None:
     db = make_engine(url)
-    consumer = Consumer(db, Ledger(), PausingRabbitMQ(pause_at, prefix=prefix))
+    real: Broker = SqlBroker(db, lease=3600.0) if broker == "sql" else RabbitMQ(prefix=broker)
+    consumer = Consumer(db, Ledger(), Pausing(real, pause_at))
     consumer.drain()
     print("drained", flush=True)
 

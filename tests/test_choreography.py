@@ -3,7 +3,9 @@ the transaction that caused it (and only then), each key's events relayed in ord
 and each event's effects once however often it is delivered.
 
 These tests carry events in the process (``MemoryBroker``), so that every
-redelivery schedule and failure plan can be tried quickly;
+redelivery schedule and failure plan can be tried quickly (the failure plans
+also through the database's own queues, ``SqlBroker``);
+``test_choreography_sql.py`` tests that broker's crash safety, and
 ``test_choreography_rabbitmq.py`` runs the same parts against a real RabbitMQ.
 """
 
@@ -34,6 +36,7 @@ from statesaga import (
     step,
 )
 from statesaga.choreography import (
+    Broker,
     Consumer,
     Event,
     EventContext,
@@ -41,9 +44,11 @@ from statesaga.choreography import (
     MemoryBroker,
     Participant,
     Relay,
+    Subscription,
     handles,
     publish,
 )
+from statesaga.choreography.sql import SqlBroker
 from statesaga.store import make_engine
 from statesaga.store.migrations import upgrade
 from statesaga.store.schema import SCHEMA_VERSION
@@ -351,25 +356,33 @@ HANDLERS = [
 PLANS = list(itertools.product([False, True], [False, True], [None, *HANDLERS], [False, True]))
 
 
-class Twice(MemoryBroker):
-    """Delivers every event of the keys in ``twice`` two times."""
+class Twice:
+    """Has ``broker`` deliver every event of the keys in ``twice`` two times."""
 
-    def __init__(self, twice: set[str]) -> None:
-        super().__init__()
+    def __init__(self, broker: Broker, twice: set[str]) -> None:
+        self.broker = broker
         self.twice = twice
 
     def send(self, events: Any) -> int:
         for e in events:
-            super().send([e, e] if e.key in self.twice else [e])
+            self.broker.send([e, e] if e.key in self.twice else [e])
         return len(events)
 
+    def subscribe(self, queue: str, events: Any) -> Subscription:
+        return self.broker.subscribe(queue, events)
 
-def test_the_seeds_order_flow_ends_consistent_for_every_failure_plan(db: Engine) -> None:
+    def close(self) -> None:
+        self.broker.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sql"])
+def test_the_seeds_order_flow_ends_consistent_for_every_failure_plan(db: Engine, kind: str) -> None:
     """Each plan is one order: its payment declined or not, its stock missing or not,
     one handler failing once (rolled back, tried again) or none, every message
-    delivered twice or once; all plans run side by side in one database. Every
-    order ends confirmed-charged-reserved or cancelled with no charge and no stock
-    held, the outcome its plan calls for; and no handler's effect or event is doubled."""
+    delivered twice or once; all plans run side by side in one database, through
+    the broker in the process or the one in the database. Every order ends
+    confirmed-charged-reserved or cancelled with no charge and no stock held, the
+    outcome its plan calls for; and no handler's effect or event is doubled."""
     failing: dict[tuple[str, str], set[str]] = {h: set() for h in HANDLERS}
     declined, missing, twice = set(), set(), set()
     for n, (decline, short, fail, dup) in enumerate(PLANS):
@@ -398,7 +411,7 @@ def test_the_seeds_order_flow_ends_consistent_for_every_failure_plan(db: Engine)
         return participant
 
     orders = Orders()
-    broker = Twice(twice)
+    broker = Twice(MemoryBroker() if kind == "memory" else SqlBroker(db), twice)
     parts = [
         failing_once(p)
         for p in (orders, Payments(frozenset(declined)), Inventory(frozenset(missing)))

@@ -11,10 +11,6 @@ Each test uses exchanges and queues of its own (a random prefix), deleted at the
 from __future__ import annotations
 
 import os
-import select
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +25,7 @@ from statesaga import BrokerError
 from statesaga.choreography import Consumer, EventContext, Participant, RabbitMQ, Relay, handles
 from statesaga.store import make_engine
 from statesaga.store.migrations import upgrade
-from tests.choreography_child import Ledger, app, effects
+from tests.choreography_child import Ledger, app, effects, kill_after_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 AMQP_URL = os.environ.get("STATESAGA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -163,29 +159,7 @@ def test_a_consumer_killed_between_commit_and_ack_loses_nothing_and_doubles_noth
             Bank().publish(conn, "money.moved", {"seq": seq}, key=f"k{seq % 3}")
     assert Relay(db, broker).drain() == 12
 
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.choreography_child", db_url, broker.prefix, "5"],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        ready, _, _ = select.select([child.stdout], [], [], PATIENCE)
-        assert ready, "the child never reached its 5th acknowledgement"
-        line = child.stdout.readline()
-        assert line.startswith("committed "), line
-        paused = line.split()[1]
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(PATIENCE) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(PATIENCE)
-        for stream in (child.stdin, child.stdout):
-            if stream is not None:
-                stream.close()
+    paused = kill_after_commit(db_url, broker.prefix, 5, str(ROOT))
 
     assert len(effect_rows(db)) == 5  # the 5th's effects committed before the kill
     # RabbitMQ gives back the unacknowledged delivery once it sees the connection gone.
@@ -293,7 +267,7 @@ def test_statesaga_relay_once_publishes_the_outbox(
     ledger.subscribe()
     with db.begin() as conn:
         Bank().publish(conn, "money.moved", {"seq": 0}, key="k")
-    args = ["relay", "--db", db_url, "--prefix", broker.prefix, "--once"]
+    args = ["relay", "--db", db_url, "--broker", AMQP_URL, "--prefix", broker.prefix, "--once"]
     done = CliRunner().invoke(main, args, catch_exceptions=False)
     assert done.exit_code == 0, done.output
     assert "1 events published" in done.output

@@ -27,12 +27,15 @@ others. statesaga makes that reliable and visible:
             ...
             ctx.publish("payment.charged", {"order_id": ctx.event.key})
 
-    Relay(engine, RabbitMQ()).start()
-    Consumer(engine, Payments(), RabbitMQ()).run()
+    broker = SqlBroker(engine)                 # or RabbitMQ("amqp://...")
+    Relay(engine, broker).start()
+    Consumer(engine, Payments(), broker).run()
 
-Brokers: ``RabbitMQ`` (needs ``pip install 'statesaga[rabbitmq]'``) and
-``MemoryBroker`` (inside one process); any object with the ``Broker``
-protocol's methods will do.
+Brokers: ``SqlBroker`` (``statesaga.choreography.sql``: durable queues in the
+saga database itself, nothing else to run; the default of ``statesaga
+relay``), ``RabbitMQ`` (needs ``pip install 'statesaga[rabbitmq]'``), and
+``MemoryBroker`` (inside one process, for tests and demos: it loses in-flight
+events on a crash); any object with the ``Broker`` protocol's methods will do.
 """
 
 from __future__ import annotations

@@ -9,10 +9,13 @@ committed; ``requeue`` gives back every delivery not acknowledged, in order
 (a handler failed: the queue is tried again from there), and ``dead_letter``
 sets one aside for good.
 
-``RabbitMQ`` (``statesaga.choreography.rabbitmq``) is the adapter for real
-deployments; ``MemoryBroker`` here carries events between participants of one
-process (tests, demos, a single-process application): its queues live and die
-with the process, and the outbox keeps what was not yet sent.
+``SqlBroker`` (``statesaga.choreography.sql``) keeps durable queues in the saga
+database itself, nothing else to run; ``RabbitMQ``
+(``statesaga.choreography.rabbitmq``) carries events across machines through a
+broker. ``MemoryBroker`` here carries events between participants of one
+process, for tests and demos only: it confirms an event as soon as the event is
+in its in-memory queue, so the relay marks it published, and a crash before a
+consumer has processed it loses it.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class Subscription(Protocol):
 
 
 class Broker(Protocol):
-    """A message broker adapter (``RabbitMQ``, ``MemoryBroker``)."""
+    """A message broker adapter (``SqlBroker``, ``RabbitMQ``, ``MemoryBroker``)."""
 
     def send(self, events: Sequence[Event]) -> int:
         """Publish ``events`` in order, each routed by its name, and wait for the
@@ -85,7 +88,14 @@ class Broker(Protocol):
 
 
 class MemoryBroker:
-    """A broker inside the process: a queue per subscriber, fed by ``send``.
+    """A broker inside the process, for tests and demos: a queue per subscriber,
+    fed by ``send``.
+
+    It loses events on a crash: ``send`` confirms an event once it is in memory,
+    so the relay marks it published, and if the process dies before consumers
+    have processed it, it is gone (neither the outbox nor any queue has it).
+    For a deployment with only its database, use ``SqlBroker``
+    (``statesaga.choreography.sql``), whose queues are tables.
 
     Events sent before a queue subscribed to them are not in it, as with a real
     broker. Deliveries not acknowledged when a subscription is requeued or

@@ -46,7 +46,7 @@ class Relay(Loop):
 
     Args:
         db: statesaga's database: a ``SagaEngine``, an SQLAlchemy ``Engine`` or a URL.
-        broker: the broker adapter (``RabbitMQ``, ``MemoryBroker``).
+        broker: the broker adapter (``SqlBroker``, ``RabbitMQ``, ``MemoryBroker``).
         batch: events claimed and sent per turn.
         lease: seconds a claim lasts; a relay that stalls longer may see its
             events sent by another relay as well.

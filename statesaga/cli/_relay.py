@@ -1,17 +1,22 @@
-"""``statesaga relay``: publish the choreography's outbox to RabbitMQ (or prune it)."""
+"""``statesaga relay``: publish the choreography's outbox into the database's own
+queues (``SqlBroker``) or to RabbitMQ (or prune it)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from statesaga.cli._db import Database
 from statesaga.cli._options import db_option, debug_option
 
-#: The broker when neither --broker nor STATESAGA_BROKER says.
-DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
+if TYPE_CHECKING:
+    from statesaga.choreography import Broker
+
+#: The broker when neither --broker nor STATESAGA_BROKER says: the database's own queues.
+SQL_BROKER = "sql"
 
 
 @click.command()
@@ -21,15 +26,16 @@ DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
     metavar="URL",
     envvar="STATESAGA_BROKER",
     show_envvar=True,
-    default=DEFAULT_BROKER,
+    default=SQL_BROKER,
     show_default=True,
-    help="RabbitMQ's AMQP URL.",
+    help="'sql': queues in the saga database itself (statesaga.choreography.sql.SqlBroker, "
+    "nothing else to run); or RabbitMQ's AMQP URL (amqp://user:password@host:5672/vhost).",
 )
 @click.option(
     "--prefix",
     default="statesaga",
     show_default=True,
-    help="Names the exchange (PREFIX.events) and the participants' queues.",
+    help="RabbitMQ: names the exchange (PREFIX.events) and the participants' queues.",
 )
 @click.option(
     "--batch",
@@ -74,14 +80,19 @@ def relay(
 ) -> None:
     """Publish the choreography's outbox to RabbitMQ until SIGTERM or Ctrl-C.
 
-    Each committed event is sent once the broker confirms it, each key's events
-    in order; run several relays for availability (they share the work). A stop
-    finishes the batch in hand; a second signal exits at once (the claim then
+    By default (--broker sql) the "broker" is the saga database's own queues
+    (statesaga_deliveries), nothing else to run; an amqp:// URL relays to RabbitMQ.
+
+    Each committed event is marked published once the broker confirms it (the
+    database's queues: once they committed), each key's events in order; run
+    several relays for availability (they share the work). A stop finishes the
+    batch in hand; a second signal exits at once (the claim then
     expires after --lease and another relay sends those events). Creates the
     schema if the database has none. --prune DAYS deletes old published events
     instead (the inboxes keep their records, which drop a late duplicate).
     """
     from statesaga.choreography import RabbitMQ, Relay
+    from statesaga.choreography.sql import SqlBroker
 
     if prune_days is not None:
         _prune(db, prune_days)
@@ -90,23 +101,30 @@ def relay(
     # pika logs every connection step, and each failure at length: the relay says it once.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     engine = db.engine()
-    rabbit = RabbitMQ(broker, prefix=prefix)
+    target: Broker | None = None
     try:
-        rabbit.connect()
-        running = Relay(engine, rabbit, batch=batch, lease=lease, poll=poll)
+        if broker == SQL_BROKER:
+            target = SqlBroker(engine)
+            shown = "its own queues (statesaga_deliveries)"
+        else:
+            rabbit = RabbitMQ(broker, prefix=prefix)
+            target = rabbit
+            shown = f"{rabbit.shown} (exchange {rabbit.exchange})"
+            rabbit.connect()
+        running = Relay(engine, target, batch=batch, lease=lease, poll=poll)
         if once:
             sent = running.drain()
-            click.echo(f"statesaga relay: {sent} events published to {rabbit.shown}")
+            click.echo(f"statesaga relay: {sent} events published to {shown}")
             return
         click.echo(
-            f"statesaga relay {running.owner}: {db.shown} → {rabbit.shown} "
-            f"(exchange {rabbit.exchange}). SIGTERM or Ctrl-C stops it.",
+            f"statesaga relay {running.owner}: {db.shown} → {shown}. SIGTERM or Ctrl-C stops it.",
             err=True,
         )
         running.run()
         click.echo(f"statesaga relay stopped after publishing {running.sent} events", err=True)
     finally:
-        rabbit.close()
+        if target is not None:
+            target.close()
         engine.close()
 
 
