@@ -82,7 +82,7 @@ EXPECTED_COMMITS = 5
 SAGA_COLS = (
     "saga_id, name, version, fingerprint, status, state, attempt, seq, input, error, "
     "due_at, created_at, updated_at, owner, lease_until, lease_epoch, "
-    "waiting_for, waiting_key, wait_until"
+    "waiting_for, waiting_key, wait_until, request, request_by, request_reason"
 )
 UPDATE_COLS = (
     "status, state, attempt, seq, error, due_at, updated_at, owner, lease_until, "
@@ -90,7 +90,7 @@ UPDATE_COLS = (
 )
 LOG_COLS = "saga_id, seq, step, status, attempt, result, error, at"
 SQL = {
-    "insert_saga": f"INSERT INTO statesaga_sagas ({SAGA_COLS}) VALUES ({', '.join('?' * 19)})",
+    "insert_saga": f"INSERT INTO statesaga_sagas ({SAGA_COLS}) VALUES ({', '.join('?' * 22)})",
     "insert_log": f"INSERT INTO statesaga_log ({LOG_COLS}) VALUES ({', '.join('?' * 8)})",
     "update_saga": (
         "UPDATE statesaga_sagas SET status=?, state=?, attempt=?, seq=?, error=?, due_at=?, "
@@ -188,6 +188,9 @@ def floor_saga(db: Floor, fingerprint: str, i: int) -> None:
             OWNER,
             now + 30.0,
             1,
+            None,
+            None,
+            None,
             None,
             None,
             None,

@@ -85,10 +85,11 @@ class Claims:
         out a delay is claimed too and waits it out in its thread."""
         runs: list[LiveRun] = []
         skipped: list[ResumeError] = []
+        until = self.leases.until()
         with self.store.transaction() as tx:
             rows = self.store.claim(
                 self.leases.owner,
-                self.leases.until(),
+                until,
                 self.clock(),
                 self.registry.keys(),
                 limit=limit,
@@ -99,7 +100,8 @@ class Claims:
             logs = self.store.logs([row.saga_id for row in rows], tx.connection)
             for row in rows:
                 try:
-                    run = self.runner.claimed(self.registry.of_row(row), row, logs[row.saga_id])
+                    defn = self.registry.of_row(row)
+                    run = self.runner.claimed(defn, row, logs[row.saga_id], hold=False)
                 except ResumeError as exc:
                     skipped.append(exc)
                     continue
@@ -108,6 +110,10 @@ class Claims:
                 if parks:
                     self.runner.begin(run, tx)
                 runs.append(run)
+        # Only now, the claim committed: a heartbeat before would not have found these
+        # leases in the database and would have called them lost.
+        for run in runs:
+            self.leases.hold(run.saga_id, until)
         if skipped:  # let go again, once the claim is committed
             self._unresumable.update(exc.saga_id for exc in skipped)
             self.store.release(self.leases.owner, [exc.saga_id for exc in skipped])

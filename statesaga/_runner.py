@@ -96,11 +96,18 @@ class Runner(Attempts, Requests, Observation):
         self.handlers.hooks = hooks
 
     def claimed(
-        self, defn: Definition, row: SagaRow, log: Sequence[LogRow] | None = None
+        self,
+        defn: Definition,
+        row: SagaRow,
+        log: Sequence[LogRow] | None = None,
+        *,
+        hold: bool = True,
     ) -> LiveRun:
         """Rebuild a saga this runner just claimed from its row and log (read now
         if not given); its next attempt begins (and is recorded, so that a crash
         during it is counted) when ``drive`` reaches it, or ``begin`` starts it.
+        Without ``hold`` its lease is not recorded yet: the claim is not committed,
+        and a heartbeat now would not find it in the database and call it lost.
 
         Raises:
             ResumeError: its row or log cannot be read or do not fit ``defn``;
@@ -133,13 +140,15 @@ class Runner(Attempts, Requests, Observation):
         run.comp_failed = rebuilt.replay.compensation_failed
         run.wait_until = row.wait_until
         run.awaiting = True
-        self.leases.hold(row.saga_id, row.lease_until or self.leases.until())
+        if hold:
+            self.leases.hold(row.saga_id, row.lease_until or self.leases.until())
         self.leases.note_request(row.saga_id, row.request)
         return run
 
     def begin(self, run: LiveRun, tx: Transaction) -> None:
         """Start the next attempt of a saga just claimed, in the claim's transaction
-        ``tx``: one commit for both, so a started saga's first step runs sooner."""
+        ``tx``: one commit for both, so a started saga's first step runs sooner.
+        Its lease is recorded by whoever commits ``tx``, once committed."""
         self._begin(run, tx)
 
     def _begin(self, run: LiveRun, tx: Transaction | None = None) -> None:
@@ -151,8 +160,8 @@ class Runner(Attempts, Requests, Observation):
             wait = _wait(run, self.clock())
             if wait > 0:
                 self.sleep(wait)
-            if not self.leases.valid(run.saga_id):
-                raise LeaseLost
+                if not self.leases.valid(run.saga_id):
+                    raise LeaseLost
         until = self.leases.until()
         changes, entry = run.defn.journal.begin(
             run.saga_id,
@@ -167,9 +176,9 @@ class Runner(Attempts, Requests, Observation):
         fence = (run.seq, run.epoch)
         if tx is None:
             self.store.advance(run.saga_id, fence, changes, [entry])
+            self.leases.hold(run.saga_id, until)
         else:
             tx.advance(run.saga_id, fence, changes, [entry])
-        self.leases.hold(run.saga_id, until)
         run.attempt = changes["attempt"]
         run.seq = changes["seq"]
         run.due_at = None

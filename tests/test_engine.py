@@ -427,7 +427,7 @@ def test_transactional_step_commits_with_its_transition(engine: SagaEngine) -> N
 def test_schema_version_is_recorded(engine: SagaEngine, order: OrderSaga) -> None:
     """The store records its schema version on first use."""
     engine.run(OrderSaga, OrderRequest("c-1", 1.0))
-    assert engine.store.schema_version() == SCHEMA_VERSION == 6
+    assert engine.store.schema_version() == SCHEMA_VERSION == 7
 
 
 def test_resume_leaves_a_saga_a_live_runner_holds(

@@ -8,10 +8,12 @@ Multi-process behaviour (leases taken over after SIGKILL and SIGSTOP) is in
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -29,6 +31,7 @@ from statesaga import (
     step,
 )
 from statesaga.store.schema import SCHEMA_VERSION
+from tests.conftest import backend
 
 #: An upper bound for things that take well under a second: a guard against a
 #: hang, not a timing assertion.
@@ -87,6 +90,45 @@ def test_started_sagas_run_on_a_worker(new_engine: Callable[..., SagaEngine]) ->
             "the worker to finish 20 sagas",
         )
     assert {engine.get(f"w-{i}").status for i in range(20)} == {SagaStatus.COMPLETED}
+    assert set(saga.calls.values()) == {1}
+
+
+@pytest.mark.skipif(
+    backend() != "postgresql",
+    reason="needs the PostgreSQL server (on SQLite a claim holds the write lock, so a "
+    "heartbeat waits for it to commit)",
+)
+def test_a_heartbeat_during_a_claim_loses_none_of_the_claimed_sagas(
+    new_engine: Callable[..., SagaEngine],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lease heartbeat that runs while a worker's claim is still uncommitted does
+    not find the claimed sagas in the database yet; it must not call them lost. (Seen
+    under load: "lease on saga ... lost (another runner holds it now)" for sagas no
+    one else held; their runs stopped and sat out their leases before anyone drove
+    them again.)"""
+    engine = new_engine()
+    saga = Counted()
+    engine.register(saga)
+    for i in range(3):
+        engine.start(Counted, None, saga_id=f"h-{i}")
+    runner = engine._runner
+    begin = runner.begin
+
+    def begin_then_heartbeat(run: Any, tx: Any) -> None:
+        begin(run, tx)
+        # Still inside the claim's transaction: exactly where a heartbeat can land.
+        engine._leases.renew()
+
+    monkeypatch.setattr(runner, "begin", begin_then_heartbeat)
+    with caplog.at_level(logging.WARNING, logger="statesaga"), engine.worker(concurrency=3):
+        wait_until(
+            lambda: all(engine.get(f"h-{i}").status.is_terminal for i in range(3)),
+            "the worker to finish 3 sagas",
+        )
+    assert not [r.message for r in caplog.records if "lost" in r.message]
+    assert {engine.get(f"h-{i}").status for i in range(3)} == {SagaStatus.COMPLETED}
     assert set(saga.calls.values()) == {1}
 
 
