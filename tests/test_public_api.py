@@ -105,6 +105,7 @@ PUBLIC: dict[str, list[str]] = {
         "Participant",
         "RabbitMQ",
         "Relay",
+        "SqlBroker",
         "Subscription",
         "handles",
         "publish",

@@ -46,6 +46,7 @@ from statesaga.choreography._inbox import EventContext, Inbox
 from statesaga.choreography._participant import Event, HandlerSpec, Participant, handles, publish
 from statesaga.choreography._relay import Relay
 from statesaga.choreography.rabbitmq import RabbitMQ
+from statesaga.choreography.sql import SqlBroker
 
 __all__ = [
     "Broker",
@@ -59,6 +60,7 @@ __all__ = [
     "Participant",
     "RabbitMQ",
     "Relay",
+    "SqlBroker",
     "Subscription",
     "handles",
     "publish",

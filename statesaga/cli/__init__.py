@@ -50,7 +50,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("statesaga.cli._runs:worker", "Claim and drive sagas until SIGTERM or Ctrl-C."),
     "relay": (
         "statesaga.cli._relay:relay",
-        "Publish the choreography's outbox to RabbitMQ until SIGTERM or Ctrl-C.",
+        "Publish the choreography's outbox to its broker until SIGTERM or Ctrl-C.",
     ),
     "cancel": (
         "statesaga.cli._operate:cancel",

@@ -78,7 +78,7 @@ def relay(
     once: bool,
     prune_days: float | None,
 ) -> None:
-    """Publish the choreography's outbox to RabbitMQ until SIGTERM or Ctrl-C.
+    """Publish the choreography's outbox to its broker until SIGTERM or Ctrl-C.
 
     By default (--broker sql) the "broker" is the saga database's own queues
     (statesaga_deliveries), nothing else to run; an amqp:// URL relays to RabbitMQ.
