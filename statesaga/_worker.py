@@ -399,7 +399,7 @@ class Working:
             concurrency: sagas driven at once; it never claims more.
             poll: the longest idle wait between claims, in seconds.
             grace: seconds a stop lets running handlers finish.
-            relay: a broker (``statesaga.choreography.RabbitMQ``, say): the worker
+            relay: a broker (``SqlBroker(engine)``, ``RabbitMQ(url)``): the worker
                 then also relays the choreography's outbox from this engine's
                 database to it, claiming events with the engine's lease length.
         """
