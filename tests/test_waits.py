@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -126,17 +127,26 @@ def test_a_claim_reads_parked_sagas_through_an_index_not_the_table(
     engine.signal("w-7", "payment.confirmed", {"receipt": "r-7"})
     store = engine.store
     key = (saga.spec.name, saga.spec.version, saga.spec.fingerprint)
-    take = store.claiming("someone", clock() + 30, clock(), [key], limit=5)
-    sql = str(take.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
     with store.engine.connect() as conn:
         trial = conn.begin()  # rolled back: the indexes dropped here come back
         for index in ("incomplete", "name", "waiting"):
             conn.exec_driver_sql(f"DROP INDEX statesaga_sagas_{index}")
+        sent: list[tuple[str, Any]] = []
+
+        def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_a: Any) -> None:
+            sent.append((statement, parameters))
+
+        sa.event.listen(conn, "before_cursor_execute", capture)
+        taken = store.claim("someone", clock() + 30, clock(), [key], limit=5, connection=conn)
+        sa.event.remove(conn, "before_cursor_execute", capture)
+        assert [r.saga_id for r in taken] == ["w-7"]
+        ((sql, binds),) = sent  # the claim is one statement
         if store.dialect == "postgresql":
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql, binds))
         else:
-            plan = "\n".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+            explained = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, binds)
+            plan = "\n".join(r[-1] for r in explained)
         trial.rollback()
     assert "statesaga_sagas_wakeup" in plan and "statesaga_sagas_ready" in plan, plan
     assert "Seq Scan" not in plan and "SCAN statesaga_sagas\n" not in plan + "\n", plan

@@ -9,10 +9,11 @@ Between claims a runner sleeps until ``next_due``, or until ``listen`` wakes it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from statesaga.store._base import StoreBase
 from statesaga.store._filters import DefinitionKey, incomplete, of_definitions
@@ -27,6 +28,11 @@ CHANNEL = "statesaga_runnable"
 class Claims(StoreBase):
     """Claims sagas for runners, keeps and lets go of their leases, and tells
     runners when to look again."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        #: Claim statements by shape (see ``claiming``).
+        self._claim_statements: dict[tuple[Any, ...], sa.Update] = {}
 
     def claim(
         self,
@@ -63,55 +69,41 @@ class Claims(StoreBase):
         keys = list(definitions)
         if not keys or limit < 1:
             return []
-        take = self.claiming(owner, until, now, keys, limit, saga_id, due_only, exclude)
+        take, params = self.claiming(owner, until, now, keys, limit, saga_id, due_only, exclude)
         if connection is not None:
-            return [SagaRow(*r) for r in connection.execute(take)]
+            return [SagaRow(*r) for r in connection.execute(take, params)]
         with self._writing() as conn:
-            return [SagaRow(*r) for r in conn.execute(take)]
+            return [SagaRow(*r) for r in conn.execute(take, params)]
 
-    @staticmethod
     def claiming(
+        self,
         owner: str,
         until: float,
         now: float,
-        keys: list[DefinitionKey],
+        keys: Sequence[DefinitionKey],
         limit: int = 1,
         saga_id: str | None = None,
         due_only: bool = True,
         exclude: Iterable[str] = (),
-    ) -> sa.Update:
-        """The statement ``claim`` runs (arguments as there)."""
-        conditions = [
-            incomplete(),
-            sa.or_(sagas.c.owner.is_(None), sagas.c.lease_until < now),
-            of_definitions(keys),
-            # A paused saga is left alone until an operator unpauses it.
-            sa.or_(sagas.c.request.is_(None), sagas.c.request != "paused"),
-        ]
+    ) -> tuple[sa.Update, dict[str, Any]]:
+        """The statement ``claim`` runs and its parameters (arguments as there).
+
+        Building the statement costs a few milliseconds of Python, more than
+        running it: it is built once per shape (definitions, options, excluded
+        sagas) and kept, its values bound at execution.
+        """
+        skip = tuple(sorted(exclude))
+        shape = (tuple(keys), due_only, saga_id is not None, skip)
+        take = self._claim_statements.get(shape)
+        if take is None:
+            take = _claim_statement(*shape)
+            if len(self._claim_statements) > 64:  # shapes are few; never grow without bound
+                self._claim_statements.clear()
+            self._claim_statements[shape] = take
+        params = {"c_owner": owner, "c_until": until, "c_now": now, "c_limit": limit}
         if saga_id is not None:
-            conditions.append(sagas.c.saga_id == saga_id)
-        skip = list(exclude)
-        if skip:
-            conditions.append(sagas.c.saga_id.not_in(skip))
-        # Two parts, each served by its own partial index, so that parked sagas cost
-        # nothing until due: sagas at a wait step once due (signalled, or given up),
-        # earliest first; then the others, oldest first.
-        woken = sa.select(sagas.c.saga_id).where(
-            *conditions, sagas.c.waiting_for.is_not(None), sagas.c.due_at <= now
-        )
-        woken = woken.order_by(sagas.c.due_at).limit(limit).with_for_update(skip_locked=True)
-        ready = sa.select(sagas.c.saga_id).where(*conditions, sagas.c.waiting_for.is_(None))
-        if due_only:  # not waiting out a retry delay
-            ready = ready.where(sa.or_(sagas.c.due_at.is_(None), sagas.c.due_at <= now))
-        ready = ready.order_by(sagas.c.created_at).limit(limit).with_for_update(skip_locked=True)
-        parts = [sa.select(q.subquery().c.saga_id) for q in (woken, ready)]
-        pick = sa.union_all(*parts).limit(limit)
-        return (
-            sagas.update()
-            .where(sagas.c.saga_id.in_(pick.scalar_subquery()))
-            .values(owner=owner, lease_until=until, lease_epoch=sagas.c.lease_epoch + 1)
-            .returning(*sagas.c)
-        )
+            params["c_saga_id"] = saga_id
+        return take, params
 
     def logs(self, saga_ids: Iterable[str], connection: Connection) -> dict[str, list[LogRow]]:
         """The logs of ``saga_ids`` (oldest entry first), read on ``connection``: the
@@ -185,3 +177,47 @@ class Claims(StoreBase):
         with self._reading() as conn:
             found = conn.execute(q).scalar()
         return None if found is None else float(found)
+
+
+def _claim_statement(
+    keys: tuple[DefinitionKey, ...], due_only: bool, one: bool, skip: tuple[str, ...]
+) -> sa.Update:
+    """A claim of one shape, its values as bind parameters (``c_owner``,
+    ``c_until``, ``c_now``, ``c_limit``, ``c_saga_id``: not a column's name, which
+    SQLAlchemy keeps for the values an UPDATE sets)."""
+    now = sa.bindparam("c_now", type_=sa.Float)
+    limit = sa.bindparam("c_limit", type_=sa.Integer)
+    conditions = [
+        incomplete(),
+        sa.or_(sagas.c.owner.is_(None), sagas.c.lease_until < now),
+        of_definitions(keys),
+        # A paused saga is left alone until an operator unpauses it.
+        sa.or_(sagas.c.request.is_(None), sagas.c.request != "paused"),
+    ]
+    if one:
+        conditions.append(sagas.c.saga_id == sa.bindparam("c_saga_id", type_=sa.String))
+    if skip:
+        conditions.append(sagas.c.saga_id.not_in(skip))
+    # Two parts, each served by its own partial index, so that parked sagas cost
+    # nothing until due: sagas at a wait step once due (signalled, or given up),
+    # earliest first; then the others, oldest first.
+    woken = sa.select(sagas.c.saga_id).where(
+        *conditions, sagas.c.waiting_for.is_not(None), sagas.c.due_at <= now
+    )
+    woken = woken.order_by(sagas.c.due_at).limit(limit).with_for_update(skip_locked=True)
+    ready = sa.select(sagas.c.saga_id).where(*conditions, sagas.c.waiting_for.is_(None))
+    if due_only:  # not waiting out a retry delay
+        ready = ready.where(sa.or_(sagas.c.due_at.is_(None), sagas.c.due_at <= now))
+    ready = ready.order_by(sagas.c.created_at).limit(limit).with_for_update(skip_locked=True)
+    parts = [sa.select(q.subquery().c.saga_id) for q in (woken, ready)]
+    pick = sa.union_all(*parts).limit(limit)
+    return (
+        sagas.update()
+        .where(sagas.c.saga_id.in_(pick.scalar_subquery()))
+        .values(
+            owner=sa.bindparam("c_owner", type_=sa.String),
+            lease_until=sa.bindparam("c_until", type_=sa.Float),
+            lease_epoch=sagas.c.lease_epoch + 1,
+        )
+        .returning(*sagas.c)
+    )
