@@ -111,8 +111,7 @@ class Claims(StoreBase):
         ids = list(saga_ids)
         found: dict[str, list[LogRow]] = {saga_id: [] for saga_id in ids}
         if ids:
-            q = sa.select(log).where(log.c.saga_id.in_(ids)).order_by(log.c.saga_id, log.c.seq)
-            for r in connection.execute(q):
+            for r in connection.execute(_LOGS, {"c_ids": ids}):
                 found[r.saga_id].append(LogRow(*r))
         return found
 
@@ -221,3 +220,11 @@ def _claim_statement(
         )
         .returning(*sagas.c)
     )
+
+
+#: The logs of the sagas a claim took (``Claims.logs``).
+_LOGS = (
+    sa.select(log)
+    .where(log.c.saga_id.in_(sa.bindparam("c_ids", expanding=True)))
+    .order_by(log.c.saga_id, log.c.seq)
+)

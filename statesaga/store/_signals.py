@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import sqlalchemy as sa
@@ -41,11 +42,37 @@ class SignalRow:
     consumed_at: float | None
 
 
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
+
+
 def _lock(conn: Connection, event: str, target: str) -> None:
     """Serialize senders and waiters of one (event, saga or key) on PostgreSQL."""
     if conn.dialect.name == "postgresql":
         key = zlib.crc32(f"{event}\0{target}".encode())
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        conn.execute(_LOCK, {"k": key})
+
+
+def _oldest(by_key: bool) -> sa.Select[Any]:
+    """The oldest unconsumed signal of an event for a saga (or its key): the
+    statement a wait step runs on every attempt, built once, values bound."""
+    mine = signals.c.saga_id == sa.bindparam("s_saga_id", type_=sa.String)
+    if by_key:
+        mine = sa.or_(mine, signals.c.key == sa.bindparam("s_key", type_=sa.String))
+    return (
+        sa.select(*signals.c)
+        .where(signals.c.event == sa.bindparam("s_event", type_=sa.String))
+        .where(signals.c.consumed_at.is_(None), mine)
+        .order_by(signals.c.position)
+        .limit(1)
+    )
+
+
+_OLDEST = {by_key: _oldest(by_key) for by_key in (False, True)}
+_CONSUME = (
+    signals.update()
+    .where(signals.c.position == sa.bindparam("s_position"))
+    .values(consumed_by=sa.bindparam("s_by"), consumed_at=sa.bindparam("s_at"))
+)
 
 
 class Signals(StoreBase):
@@ -113,22 +140,11 @@ class Signals(StoreBase):
         _lock(conn, event, saga_id)
         if key is not None:
             _lock(conn, event, f"key:{key}")
-        mine = signals.c.saga_id == saga_id
-        if key is not None:
-            mine = sa.or_(mine, signals.c.key == key)
-        found = conn.execute(
-            sa.select(*signals.c)
-            .where(signals.c.event == event, signals.c.consumed_at.is_(None), mine)
-            .order_by(signals.c.position)
-            .limit(1)
-        ).first()
+        params = {"s_saga_id": saga_id, "s_key": key, "s_event": event}
+        found = conn.execute(_OLDEST[key is not None], params).first()
         if found is None:
             return None
-        conn.execute(
-            signals.update()
-            .where(signals.c.position == found.position)
-            .values(consumed_by=saga_id, consumed_at=now)
-        )
+        conn.execute(_CONSUME, {"s_position": found.position, "s_by": saga_id, "s_at": now})
         return attrs.evolve(SignalRow(*found), consumed_by=saga_id, consumed_at=now)
 
     def pending(self, *, older_than: float | None = None) -> Sequence[SignalRow]:
