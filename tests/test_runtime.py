@@ -180,8 +180,9 @@ def test_a_retry_delay_holds_no_thread(new_engine: Callable[..., SagaEngine]) ->
             lambda: parked() + engine.store.list(status="completed", limit=n).__len__() >= n,
             "every saga to be parked or done",
         )
-        if parked() == n:  # all waiting at once: the worker holds none of them
-            assert worker._busy == {}
+        if parked() == n:  # all waiting at once: the worker lets go of every one
+            # (a drive thread returns just after its park commits: allow it that)
+            wait_until(lambda: not worker._busy, "the worker to hold no parked saga")
         wait_until(lambda: len(engine.store.list(status="completed", limit=n)) == n, "all done")
     elapsed = time.monotonic() - began
     print(f"\n500 sagas with a 2 s retry delay, concurrency 8: {elapsed:.1f} s")
