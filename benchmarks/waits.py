@@ -5,13 +5,11 @@ What it measures
 ----------------
 One worker process (``engine.worker(...).run()`` in a subprocess of this
 script, started here and always stopped) has ``N`` sagas (10,000) waiting at
-once, each at a wait step with no signal yet. ``--park`` of them (2,000) it
-drives there itself: each is claimed, reaches its wait, finds no signal and is
-parked (a ``waiting`` entry, its lease let go). The rest are stored parked
-exactly as it leaves them (the row and its two log entries), because parking
-costs a claim, and a claim today reads every unfinished saga of the definition,
-waiting ones included: parking all 10,000 through the worker takes the better
-part of an hour on two cores (see the README).
+once, each at a wait step with no signal yet. ``--park`` of them (all, by
+default) it drives there itself: each is claimed, reaches its wait, finds no
+signal and is parked (a ``waiting`` entry, its lease let go). Any rest
+(``--park`` below ``--n``) are stored parked exactly as it leaves them (the row
+and its two log entries), which is quicker to set up.
 
 The worker's memory is read before and after it parks its ``--park`` sagas,
 after a warm-up that parks and resumes a few hundred (so caches, the pool's
@@ -376,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pg-url", default=DEFAULT_PG_URL)
     p.add_argument("--n", type=int, default=10_000, help="sagas waiting at once")
-    p.add_argument("--park", type=int, default=2000, help="of them, parked by the worker")
+    p.add_argument("--park", type=int, default=None, help="of them, parked by the worker (all)")
     p.add_argument("--warmup", type=int, default=500, help="sagas parked before the baseline")
     p.add_argument("--signals", type=int, default=300, help="signals per side, one at a time")
     p.add_argument("--rounds", type=int, default=2, help="rounds per side, alternating")
@@ -408,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         until(lambda: count_parked(url, "warm-") == args.warmup, "the warm-up to park")
         statesaga_latency(url, engine, [f"warm-{i:06}" for i in range(min(50, args.warmup))])
         rss0, threads0, traced0 = map(int, worker.ask("base").split())
-        park = min(args.park, args.n)
+        park = args.n if args.park is None else min(args.park, args.n)
         began = time.perf_counter()
         preload(url, "w-", park, parked=False)
         until(lambda: count_parked(url, "w-") == park, f"{park} sagas to park")
