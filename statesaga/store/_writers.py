@@ -63,6 +63,7 @@ class Writers:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._closed = False
+        self._waiting = 0  # threads waiting for a writer (``give`` notifies only then)
         self._pid = os.getpid()
         self._cap = _capacity(engine)
         event.listen(engine, "engine_disposed", self._disposed)
@@ -74,7 +75,7 @@ class Writers:
         Raises:
             EngineClosed: the store was closed.
         """
-        if self._pid != os.getpid():
+        if self._pid != _PID[0]:  # a forked child (see _after_fork)
             self._forget()
         with self._lock:
             while True:
@@ -85,7 +86,11 @@ class Writers:
                 if self._count < self._limit:
                     self._count += 1
                     break
-                self._cond.wait()
+                self._waiting += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._waiting -= 1
         try:
             return Writer(self._engine.raw_connection())
         except BaseException:
@@ -110,7 +115,10 @@ class Writers:
             else:
                 self._count -= 1
                 keep = False
-            self._cond.notify()
+            if self._closed:  # ``close`` waits for every writer to come back
+                self._cond.notify_all()
+            elif self._waiting:
+                self._cond.notify()
         if not keep:
             writer.close()
 
@@ -132,7 +140,19 @@ class Writers:
         # A forked child: the writers are the parent's connections; leave them alone.
         with self._cond:
             self._idle, self._count = [], 0
-            self._pid = os.getpid()
+            self._pid = _PID[0]
+
+
+#: This process's id, kept current across ``fork`` (cheaper than ``os.getpid()``
+#: on every commit).
+_PID = [os.getpid()]
+
+
+def _after_fork() -> None:
+    _PID[0] = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _rolled_back(writer: Writer) -> bool:
