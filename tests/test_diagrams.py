@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from collections.abc import Sequence
@@ -911,3 +912,71 @@ def test_history_mismatch_is_statesagas_own() -> None:
 
     assert diagrams.HistoryMismatch is statesaga.HistoryMismatch
     assert "HistoryMismatch" not in diagrams.__all__
+
+
+def _dagre_reversed(text: str) -> set[tuple[str, str]]:
+    """The links (tail, head) that dagre's depth-first walk turns round: it
+    starts at each state in the order first declared, follows each state's
+    links in the order written, and reverses a link back to a state still on
+    its walk (self loops aside)."""
+    order: list[str] = []
+    for ln in text.splitlines():
+        found = re.match(r"    (\w+)[\[({]", ln)
+        if found and found[1] not in order:
+            order.append(found[1])
+    out: dict[str, list[str]] = {}
+    for a, b in re.findall(r"^    (\w+) (?:~~~|==>|-->|-\.->)(?:\|[^|]*\|)? (\w+)$", text, re.M):
+        if a != b:
+            out.setdefault(a, []).append(b)
+    reversed_: set[tuple[str, str]] = set()
+    visited: set[str] = set()
+    stack: set[str] = set()
+
+    def walk(v: str) -> None:
+        visited.add(v)
+        stack.add(v)
+        for w in out.get(v, []):
+            if w in stack:
+                reversed_.add((v, w))
+            elif w not in visited:
+                walk(w)
+        stack.discard(v)
+
+    for v in order:
+        if v not in visited:
+            walk(v)
+    return reversed_
+
+
+@pytest.mark.parametrize("saga", [OrderSaga, TripSaga])
+def test_mermaid_rows_forward_path_over_the_chain(saga: type[Saga]) -> None:
+    """The rows are laid out as designed: the compensation chain is a subgraph
+    declared first (its first compensation first), the forward path a subgraph
+    of ``completed``, the start marker and the steps; and dagre's walk turns
+    round exactly the forward links and the operator's retry, so the forward
+    path runs left to right while the chain and every link down into it run
+    right to left (``RL``) with the ranks, each compensation left of the step it
+    undoes."""
+    model = model_of(saga)
+    text = to_mermaid(model)
+    ids = node_ids(model)
+    lines = text.splitlines()
+    chain = lines.index('    subgraph chain [" "]')
+    forward = lines.index('    subgraph forward [" "]')
+    assert chain < forward
+    members = [ln.split("[")[0].split("(")[0].strip() for ln in lines[chain + 1 : forward - 1]]
+    assert members == [
+        *(ids[n.id] for n in model.compensations),
+        *(ids[t.id] for t in model.terminals if t.id != "completed"),
+    ]
+    members = [ln.split("[")[0].split("(")[0].strip() for ln in lines[forward + 1 :]]
+    assert members[: len(model.steps) + 2] == [
+        ids["completed"],
+        "i_start",
+        *(ids[n.id] for n in model.steps),
+    ]
+    path = ["i_start", *(ids[s] for s in model.forward_path)]
+    forward_links = set(itertools.pairwise(path))
+    retry = {(ids[e.source], ids[e.dest]) for e in model.drawn_edges if e.kind == "redo"}
+    assert retry
+    assert _dagre_reversed(text) == forward_links | retry

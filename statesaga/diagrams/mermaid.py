@@ -8,17 +8,33 @@ colour, width, dash pattern) and draws the same thing: one node per state,
 titled by its name, one link per transition, labelled with the model's words,
 which the DOT renderer prints too.
 
-Layout. Mermaid's layout (dagre) ranks nodes along the links, so a
-compensation chain running back under the forward path comes out as a
-staircase. So the chart is ``RL`` (``BT`` for top to bottom): the compensation
-chain runs with the ranks, each compensation under the step it undoes; and
-invisible links (``~~~``) from ``completed`` back to the start, written first
-from the first node, turn the forward path round (dagre reverses the links
-that close a cycle against its first depth-first walk), so that it reads left
-to right above the chain. Each row is a borderless subgraph, which keeps the
-rows from crossing: the start marker and the steps, and under them the
-failure terminals and the compensations (declared first, which is what puts
-that row below).
+Layout. Mermaid's layout (dagre) puts every link's head in a later rank than
+its tail, after reversing the links that close a cycle: those it meets going
+back to a state still on its depth-first walk, which starts at the first
+state declared and follows each state's links in the order written. So the
+chart is ``RL`` (``BT`` for top to bottom), where the compensation chain and
+the links down into it (fail, in doubt, cancel, timeout) already run with the
+ranks, and the walk is steered to turn round only the forward path and the
+operator's retry:
+
+- the chain's row is declared first, its first compensation first: the walk
+  starts there and goes down the chain to the terminals, so the operator's
+  retry, back to that compensation, closes a cycle and is turned round;
+- ``completed`` comes next, and invisible links (``~~~``) from it back
+  through the steps to the start marker make the walk's second path, so each
+  forward link closes a cycle and is turned round, and the forward path reads
+  left to right above the chain. There are two such links per pair: a step
+  lines up with the median of its links on each side, and with one its
+  failure links outnumbered its forward ones and the row came out as a
+  staircase (measured with mermaid-cli 11.17: with one, the forward states'
+  centres spread over 260 px; with two, 170).
+
+Each row is a borderless subgraph, which keeps the two rows apart. A link
+needs its ends in different ranks, so no compensation can sit exactly under
+the step it undoes (they are linked): each sits one column back, under the
+step before it (the first under the start marker), and the chain runs under
+the forward path in the order it runs, to ``failed`` and
+``compensation_failed`` at its end.
 
 Node ids are ASCII, made from the names (``s_`` step, ``c_`` compensation,
 ``t_`` terminal, ``i_start``), with the real name as the label: any Python
@@ -141,17 +157,15 @@ def to_mermaid(model: GraphModel, direction: Literal["LR", "TB"] = "LR") -> str:
     def declare(n: Node) -> str:
         return f"    {ids[n.id]}{_shape(n, overlay, retried.get(n.id))}"
 
-    # completed first: the layout's depth-first walk starts at the first node.
-    lines.append(declare(model.node("completed")))
-    ends = [declare(t) for t in model.terminals if t.id != "completed"]
+    # The chain's row first, its first compensation the walk's start; then
+    # ``completed``, where the turn round the forward path starts.
     forward, chain = _ROWS
+    ends = [t for t in model.terminals if t.id != "completed"]
+    start = f'    {START}((" "))'
     rows = [
-        (chain, [*ends, *map(declare, model.compensations)]),
-        (forward, [f'    {START}((" "))', *map(declare, model.steps)]),
+        (chain, [*map(declare, model.compensations), *map(declare, ends)]),
+        (forward, [declare(model.node("completed")), start, *map(declare, model.steps)]),
     ]
-    if not model.compensations:
-        lines += ends
-        rows = rows[1:]
     for name, members in rows:
         lines += [f'    subgraph {name} [" "]', *members, "    end"]
     lines += [f"    style {name} fill:none,stroke:none" for name, _ in rows]
@@ -160,7 +174,7 @@ def to_mermaid(model: GraphModel, direction: Literal["LR", "TB"] = "LR") -> str:
     # it), in the order Mermaid numbers links for ``linkStyle``.
     links: list[tuple[str, tuple[str, bool | None] | None]] = []
     turn = [ids["completed"], *(ids[n.id] for n in reversed(model.steps)), START]
-    links += [(f"{a} ~~~ {b}", None) for a, b in itertools.pairwise(turn)]
+    links += [(f"{a} ~~~ {b}", None) for a, b in itertools.pairwise(turn) for _ in range(2)]
     started = bool(model.visited) if overlay else None
     links.append((f"{START} --> {ids[model.initial]}", ("start", started)))
     for e in model.drawn_edges:
