@@ -4,7 +4,6 @@ is caught at default settings, deterministically, with a worded counterexample."
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -75,13 +74,11 @@ def explore_with_services(
 def test_correct_sagas_pass_the_whole_space(saga: Any, input: Any, db_url: str) -> None:
     """The example sagas (and the async order saga) pass every scenario of their
     failure space at default settings, and explore ran all of it."""
-    started = time.perf_counter()
     report = explore_with_services(saga, input, db_url)
     assert report.ok, str(report.counterexample)
     assert not report.sampled
     assert report.scenarios == report.space  # every predicted crash point was reached
     assert "no counterexample" in str(report)
-    assert time.perf_counter() - started < 60  # a guard, not a benchmark
 
 
 def test_transfer_saga_passes_with_its_balances_as_state(db_url: str) -> None:
