@@ -8,7 +8,7 @@ Between claims a runner sleeps until ``next_due``, or until ``listen`` wakes it.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -20,6 +20,8 @@ from statesaga.store._filters import DefinitionKey, incomplete, of_definitions
 from statesaga.store._listen import Listener
 from statesaga.store._rows import LogRow, SagaRow
 from statesaga.store.schema import log, sagas
+
+logger = logging.getLogger("statesaga")
 
 #: The PostgreSQL channel a new runnable saga is announced on.
 CHANNEL = "statesaga_runnable"
@@ -142,11 +144,17 @@ class Claims(StoreBase):
             conn.execute(free)
 
     def _release_all(self, owner: str) -> None:
-        """Let go of every lease ``owner`` holds, as best it can (the store is closing)."""
-        with contextlib.suppress(Exception), self.engine.begin() as conn:
-            conn.execute(
-                sagas.update().where(sagas.c.owner == owner).values(owner=None, lease_until=None)
-            )
+        """Let go of every lease ``owner`` holds, as best it can (the store is closing:
+        a failure is logged, and the leases then run out on their own)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sagas.update()
+                    .where(sagas.c.owner == owner)
+                    .values(owner=None, lease_until=None)
+                )
+        except Exception as exc:
+            logger.warning("statesaga: could not let go of the sagas %s holds: %s", owner, exc)
 
     def db_time(self) -> float | None:
         """The database server's clock, in UNIX seconds (``None`` on SQLite, which

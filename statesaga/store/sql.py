@@ -147,6 +147,10 @@ class SqlStore(Claims, Reads, Signals, Operations):
         self._writers.close(timeout)
         self._stop_lending(timeout)
         if release is not None:
+            # The pool's idle connections were closed as they came back (see
+            # ``_checkin``) but are still in it: start from a fresh pool, or the
+            # release would get a closed connection and the leases would stay.
+            self.engine.dispose()
             self._release_all(release)
         self.engine.dispose()
 
@@ -192,7 +196,8 @@ class SqlStore(Claims, Reads, Signals, Operations):
             SchemaVersionError: the schema is newer, unknown or unversioned.
         """
         if not self._ready:
-            migrations.upgrade(self.engine)
+            with self._using():  # a closed store raises EngineClosed
+                migrations.upgrade(self.engine)
             self._ready = True
 
     def require_schema(self) -> None:
