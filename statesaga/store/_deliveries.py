@@ -34,17 +34,14 @@ delivery.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from statesaga.store import migrations
-from statesaga.store._connect import READ_ONLY
-from statesaga.store._listen import Listener
+from statesaga.store._tables import TableStore
 from statesaga.store.schema import bindings, deliveries
 
 #: The PostgreSQL channel on which a commit that queued deliveries wakes the consumers.
@@ -93,23 +90,19 @@ class DeliveryRow:
     dead_at: float | None
 
 
-class DeliveryStore:
+class DeliveryStore(TableStore):
     """Reads and writes the embedded broker's bindings and deliveries.
 
     Args:
         engine: an SQLAlchemy engine (see ``make_engine``).
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect.name
-        insert: Any = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        self._bind = insert(bindings).on_conflict_do_nothing()
-        self._take = _take_statement()
+    channel = DELIVERIES_CHANNEL
 
-    def ensure_schema(self) -> None:
-        """Create or upgrade statesaga's schema (the broker's tables among it)."""
-        migrations.upgrade(self.engine)
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._bind = self._insert(bindings).on_conflict_do_nothing()
+        self._take = _take_statement()
 
     # -- bindings and sending -------------------------------------------------
 
@@ -204,17 +197,7 @@ class DeliveryStore:
         with self.engine.begin() as conn:
             conn.execute(aside)
 
-    def listen(self, wake: Callable[[], None]) -> Listener | None:
-        """Call ``wake()`` whenever a transaction that queued deliveries commits
-        (PostgreSQL's ``LISTEN``); ``None`` where that cannot be (SQLite: poll)."""
-        if self.dialect != "postgresql":
-            return None
-        return Listener(self.engine, DELIVERIES_CHANNEL, wake)
-
     # -- reads ----------------------------------------------------------------
-
-    def _reading(self) -> Any:
-        return self.engine.connect().execution_options(**{READ_ONLY: True})
 
     def deliveries(self, queue: str, *, dead: bool | None = None) -> list[DeliveryRow]:
         """The deliveries of ``queue`` by position: all of them, or only those

@@ -31,17 +31,14 @@ after a fix has it handled, and the overlay of a key's events
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypedDict
+from collections.abc import Sequence
+from typing import TypedDict
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from statesaga.store import migrations
-from statesaga.store._connect import READ_ONLY
-from statesaga.store._listen import Listener
+from statesaga.store._tables import TableStore
 from statesaga.store.schema import inbox, outbox
 
 #: The PostgreSQL channel on which a commit that wrote outbox rows wakes the relays.
@@ -105,23 +102,21 @@ def append(conn: Connection, events: Sequence[NewEvent]) -> None:
         conn.exec_driver_sql(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
-class OutboxStore:
+class OutboxStore(TableStore):
     """Reads and writes the outbox and the inbox.
 
     Args:
         engine: an SQLAlchemy engine (see ``make_engine``).
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect.name
-        insert: Any = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        # RETURNING says whether the row went in (rowcount is -1 with some drivers).
-        self._mark_processed = insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id)
+    channel = OUTBOX_CHANNEL
 
-    def ensure_schema(self) -> None:
-        """Create or upgrade statesaga's schema (the outbox and inbox among it)."""
-        migrations.upgrade(self.engine)
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        # RETURNING says whether the row went in (rowcount is -1 with some drivers).
+        self._mark_processed = (
+            self._insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id)
+        )
 
     # -- writes on the caller's connection -----------------------------------
 
@@ -237,17 +232,7 @@ class OutboxStore:
         with self.engine.begin() as conn:
             conn.execute(free)
 
-    def listen(self, wake: Callable[[], None]) -> Listener | None:
-        """Call ``wake()`` whenever a transaction that wrote outbox rows commits
-        (PostgreSQL's ``LISTEN``); ``None`` where that cannot be (SQLite: poll)."""
-        if self.dialect != "postgresql":
-            return None
-        return Listener(self.engine, OUTBOX_CHANNEL, wake)
-
     # -- reads ----------------------------------------------------------------
-
-    def _reading(self) -> Any:
-        return self.engine.connect().execution_options(**{READ_ONLY: True})
 
     def events(self, *, key: str | None = None, pending: bool = False) -> list[OutboxRow]:
         """Outbox rows by position: all, those of ``key``, or only unpublished ones."""
