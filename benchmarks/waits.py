@@ -58,7 +58,6 @@ import sys
 import threading
 import time
 import tracemalloc
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +66,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
 
+from benchmarks._postgres import drop_schema, fresh_schema, libpq  # noqa: E402
 from statesaga import Saga, SagaEngine, Signal, StepContext, step, wait  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -93,38 +92,6 @@ class BenchWait(Saga):
 
 
 # -- databases --------------------------------------------------------------------
-
-
-def fresh_schema(url: str) -> tuple[str, str]:
-    """A new schema with statesaga's tables; returns (its name, a URL that uses it)."""
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {name}")
-    admin.dispose()
-    scoped = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
-    engine = SagaEngine(scoped)
-    engine.upgrade()
-    engine.close()
-    return name, scoped
-
-
-def drop_schema(url: str, name: str) -> None:
-    admin = sa.create_engine(url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-    admin.dispose()
-
-
-def libpq(url: str) -> str:
-    """The psycopg conninfo of an SQLAlchemy URL."""
-    u = sa.make_url(url)
-    options = u.query.get("options")
-    parts = [f"host={u.host}", f"port={u.port or 5432}", f"dbname={u.database}"]
-    parts.append(f"user={u.username or 'postgres'}")
-    if options:
-        parts.append(f"options='{options}'")
-    return " ".join(parts)
 
 
 def preload(url: str, prefix: str, n: int, *, parked: bool) -> None:
@@ -366,7 +333,7 @@ def floor_latency(url: str, listener: Child, ids: list[str]) -> list[float]:
 
 
 def pct(xs: list[float]) -> str:
-    qs = statistics.quantiles(xs, n=100)
+    qs = statistics.quantiles(xs, n=100, method="inclusive")  # never beyond the max
     return f"p50 {statistics.median(xs):5.1f} ms  p99 {qs[98]:5.1f} ms  max {max(xs):5.1f} ms"
 
 
