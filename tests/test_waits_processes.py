@@ -15,8 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,44 +24,20 @@ import sqlalchemy as sa
 
 from statesaga import EntryStatus, SagaEngine, SagaStatus, SignalRefused
 from statesaga.testing import check_saga
+from tests._children import PATIENCE, Children
 from tests.waits_child import EFFECTS_ENV, Approval, Deadline
 
-ROOT = Path(__file__).resolve().parents[1]
-PATIENCE = 120.0  # a bound against hangs, not a timing assertion
 
-
-class Processes:
+class Processes(Children):
     """The child processes of one test; all are killed when it ends."""
 
     def __init__(self, url: str, effects: Path) -> None:
+        super().__init__()
         self.url = url
         self.env = dict(os.environ, **{EFFECTS_ENV: str(effects)})
-        self.procs: list[subprocess.Popen[str]] = []
-        self.readers: list[threading.Thread] = []
-        self.output: dict[int, list[str]] = {}
 
     def _start(self, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.waits_child", *args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.procs.append(proc)
-        lines: list[str] = []
-        self.output[proc.pid] = lines
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.append(line.rstrip("\n"))
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        self.readers.append(reader)
-        return proc
+        return self.start(["tests.waits_child", *args], self.env)
 
     def worker(self) -> int:
         """Start a worker; return its pid once it said READY."""
@@ -79,21 +53,6 @@ class Processes:
         self.readers[-1].join(timeout=PATIENCE)
         return self.output[proc.pid]
 
-    def kill_all(self) -> None:
-        """SIGKILL every process still running; return their pids."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=PATIENCE)
-
-    def close(self) -> None:
-        self.kill_all()
-        for reader in self.readers:
-            reader.join(timeout=PATIENCE)
-        for proc in self.procs:
-            if proc.stdout is not None:
-                proc.stdout.close()
-
 
 @pytest.fixture
 def processes(db_url: str, tmp_path: Path) -> Iterator[Processes]:
@@ -101,7 +60,7 @@ def processes(db_url: str, tmp_path: Path) -> Iterator[Processes]:
     try:
         yield crew
     finally:
-        crew.close()
+        crew.kill_all()
 
 
 def poll_until(done: Callable[[], bool], what: str) -> None:

@@ -27,63 +27,29 @@ import sqlalchemy as sa
 
 from statesaga import SagaEngine, SagaStatus
 from statesaga.testing import check_saga
+from tests._children import PATIENCE, ROOT, Children
 from tests.conftest import backend
 from tests.worker_child import EFFECTS_ENV, PAUSE_ENV, SLOW_ENV, Tracked, read_effects
 
-ROOT = Path(__file__).resolve().parents[1]
-PATIENCE = 120.0  # a bound against hangs, not a timing assertion
 LEASE = 1.5
 
 
-class Workers:
+class Workers(Children):
     """The worker processes of one test; all are killed when it ends."""
 
     def __init__(self, url: str, effects: Path) -> None:
+        super().__init__()
         self.url = url
         self.effects = effects
-        self.procs: list[subprocess.Popen[str]] = []
-        self.readers: list[threading.Thread] = []
-        self.output: dict[int, list[str]] = {}
 
     def spawn(self, *, concurrency: int = 8, slow: float = 2.0, grace: float = 30.0) -> int:
         """Start one worker; return its pid once it said READY."""
         env = dict(os.environ, **{PAUSE_ENV: "0.001", SLOW_ENV: str(slow)})
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.worker_child",
-                self.url,
-                str(self.effects),
-                "--concurrency",
-                str(concurrency),
-                "--lease",
-                str(LEASE),
-                "--grace",
-                str(grace),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        lines: list[str] = []
-        self.output[proc.pid] = lines
+        args = ["tests.worker_child", self.url, str(self.effects)]
+        args += ["--concurrency", str(concurrency), "--lease", str(LEASE), "--grace", str(grace)]
         ready = threading.Event()
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.append(line.rstrip("\n"))
-                if line.startswith("READY"):
-                    ready.set()
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        self.readers.append(reader)
-        assert ready.wait(PATIENCE), f"worker never got ready: {lines[-20:]}"
-        self.procs.append(proc)
+        proc = self.start(args, env, ready)
+        assert ready.wait(PATIENCE), f"worker never got ready: {self.output[proc.pid][-20:]}"
         return proc.pid
 
     def signal(self, pid: int, sig: int) -> None:
@@ -92,18 +58,6 @@ class Workers:
     def wait(self, pid: int) -> int:
         proc = next(p for p in self.procs if p.pid == pid)
         return proc.wait(timeout=PATIENCE)
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
-                proc.kill()
-            proc.wait(timeout=PATIENCE)
-        for reader in self.readers:
-            reader.join(timeout=PATIENCE)
-        for proc in self.procs:
-            if proc.stdout is not None:
-                proc.stdout.close()
 
 
 @pytest.fixture
