@@ -26,6 +26,7 @@ from statesaga.choreography import Consumer, EventContext, Participant, RabbitMQ
 from statesaga.store import make_engine
 from statesaga.store.migrations import upgrade
 from tests.choreography_child import Ledger, app, effects, kill_after_commit
+from tests.seed_flow import THREE_ORDERS_END, run_three_orders
 
 ROOT = Path(__file__).resolve().parents[1]
 AMQP_URL = os.environ.get("STATESAGA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -96,25 +97,8 @@ def test_the_seeds_order_flow_runs_over_rabbitmq(
     """Three orders (one paid and served, one declined, one out of stock) flow
     through the relay, RabbitMQ and the three participants' consumers, and end
     consistent; every event reaches the broker once and is processed once."""
-    orders = Orders()
-    consumers = [
-        Consumer(db, p, rabbit())
-        for p in (orders, Payments(frozenset({"broke"})), Inventory(frozenset({"o3"})))
-    ]
-    for c in consumers:
-        c.subscribe()
-    relay = Relay(db, rabbit())
-    with db.begin() as conn:
-        orders.place(conn, "o1", "ann", 10.0)
-        orders.place(conn, "o2", "broke", 20.0)
-        orders.place(conn, "o3", "bob", 30.0)
-    while relay.drain() + sum(c.drain() for c in consumers):
-        pass
-    assert state_of(db) == {
-        "o1": ("confirmed", "charged", True),
-        "o2": ("cancelled", None, False),
-        "o3": ("cancelled", "refunded", False),
-    }
+    relay, consumers = run_three_orders(db, rabbit)
+    assert state_of(db) == THREE_ORDERS_END
     names = sorted(e.name for e in relay.store.events())
     assert names.count("order.created") == 3 and names.count("order.cancelled") == 2
     assert relay.store.pending() == 0

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from definitions.choreography import Inventory, Orders, Payments, create_tables, state_of
+from definitions.choreography import create_tables, state_of
 from statesaga import SagaEngine
 from statesaga.choreography import (
     Consumer,
@@ -46,6 +46,7 @@ from statesaga.choreography.sql import SqlBroker
 from statesaga.store import make_engine
 from statesaga.store.migrations import upgrade
 from tests.choreography_child import Ledger, app, effects, kill_after_commit
+from tests.seed_flow import THREE_ORDERS_END, run_three_orders
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The bound on any one wait; never reached when all is well.
@@ -113,25 +114,8 @@ def test_the_seeds_order_flow_runs_over_the_sql_broker(db: Engine) -> None:
     through the relay, the SQL queues and the three participants' consumers, each
     with a broker of its own on the database, and end consistent; every event is
     processed once, and the queues are empty at the end."""
-    orders = Orders()
-    consumers = [
-        Consumer(db, p, SqlBroker(db))
-        for p in (orders, Payments(frozenset({"broke"})), Inventory(frozenset({"o3"})))
-    ]
-    for c in consumers:
-        c.subscribe()
-    relay = Relay(db, SqlBroker(db))
-    with db.begin() as conn:
-        orders.place(conn, "o1", "ann", 10.0)
-        orders.place(conn, "o2", "broke", 20.0)
-        orders.place(conn, "o3", "bob", 30.0)
-    while relay.drain() + sum(c.drain() for c in consumers):
-        pass
-    assert state_of(db) == {
-        "o1": ("confirmed", "charged", True),
-        "o2": ("cancelled", None, False),
-        "o3": ("cancelled", "refunded", False),
-    }
+    relay, consumers = run_three_orders(db, lambda: SqlBroker(db))
+    assert state_of(db) == THREE_ORDERS_END
     names = sorted(e.name for e in relay.store.events())
     assert relay.store.pending() == 0
     # Every event but the ends (order.confirmed, payment.refunded) is handled once.
