@@ -3,6 +3,8 @@ it is, either of them read-only for commands that only look."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,10 +76,10 @@ def _tune_sqlite(engine: Engine, sync: str, busy_timeout: float, wal: bool) -> N
         # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE itself.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        if wal:
-            cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={sync}")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        if wal:
+            _switch_to_wal(cur, busy_timeout)
+        cur.execute(f"PRAGMA synchronous={sync}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -85,3 +87,23 @@ def _tune_sqlite(engine: Engine, sync: str, busy_timeout: float, wal: bool) -> N
         # Writers take the write lock up front; readers must not queue behind them.
         read = conn.get_execution_options().get(READ_ONLY, False)
         conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+
+
+def _switch_to_wal(cur: Any, busy_timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while the file is busy.
+
+    Connections switching a new file at once can get "database is locked" at
+    once: SQLite does not call its busy handler where waiting could deadlock (a
+    connection holding a shared lock that wants an exclusive one). Having failed,
+    this connection holds no lock, so trying again is safe; one of the racers
+    converts the file and the others find it in WAL.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
