@@ -15,6 +15,7 @@ import collections
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -205,6 +206,36 @@ def test_workers_share_the_sagas_and_take_over_a_killed_one(
     assert owners == 0, "a finished saga keeps no owner"
 
 
+def freeze(workers: Workers, pid: int, engine: SagaEngine) -> None:
+    """SIGSTOP ``pid``. On SQLite, at a moment it holds no write lock: a process
+    frozen inside a transaction (its claim poll, a heartbeat) holds SQLite's one
+    write lock until it wakes, and every other writer on the file waits for it;
+    no lease can help there (the README says so). Frozen with the lock, it is
+    woken and frozen again a little later."""
+    for _ in range(100):
+        workers.signal(pid, signal.SIGSTOP)
+        if backend() == "postgresql" or _can_write(engine):
+            return
+        workers.signal(pid, signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"worker {pid} held the write lock at every one of 100 tries")
+
+
+def _can_write(engine: SagaEngine) -> bool:
+    """Whether a writer can take the SQLite file's write lock now (without waiting)."""
+    path = engine.store.engine.url.database
+    assert path is not None
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
 def test_a_stopped_worker_is_fenced_off_when_it_wakes(
     workers: Workers, starter: SagaEngine, tmp_path: Path
 ) -> None:
@@ -225,7 +256,7 @@ def test_a_stopped_worker_is_fenced_off_when_it_wakes(
     wait_until(lambda: running_hold() is not None, "a worker to start the slow step")
     stopped = running_hold()
     assert stopped in (first, second)
-    workers.signal(stopped, signal.SIGSTOP)
+    freeze(workers, stopped, starter)
     wait_until(lambda: starter.get("slow-stop").status is SagaStatus.COMPLETED, "takeover")
     log_before = starter.history("slow-stop")
     workers.signal(stopped, signal.SIGCONT)
