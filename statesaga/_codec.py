@@ -8,7 +8,10 @@ or the step handler's return annotation.
 from __future__ import annotations
 
 import enum
+import functools
 import json
+import typing
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import attrs
@@ -33,7 +36,11 @@ def dumps(value: Any) -> str:
             is nested too deeply, or is larger than ``MAX_SIZE``.
     """
     try:
-        if isinstance(value, _PLAIN):
+        if type(value) is str:
+            text = encode_basestring_ascii(value)  # what json.dumps does with a str
+        elif value is None:
+            text = "null"
+        elif isinstance(value, _PLAIN):
             text = json.dumps(value)
         else:
             text = _ENCODER.encode(_converter.unstructure(value))
@@ -73,6 +80,8 @@ def round_trip_problem(value: Any, type_: Any, text: str | None = None) -> str |
 
     The value must already encode (``dumps``); ``text``: what it encodes to, if
     the caller has it already."""
+    if type(value) is type_ and _plain_fields_hold(value):
+        return None
     try:
         back = loads(dumps(value) if text is None else text, type_)
     except cattrs.BaseValidationError as exc:
@@ -93,6 +102,36 @@ def round_trip_problem(value: Any, type_: Any, text: str | None = None) -> str |
     return f"{value!r} would come back from storage as {back!r}"
 
 
+def _plain_fields_hold(value: Any) -> bool:
+    """Whether ``value`` is an attrs instance whose fields are all declared ``str``,
+    ``int``, ``float`` or ``bool`` and each holds exactly its declared type: such a
+    value that encodes comes back equal (the common input, checked without
+    decoding it)."""
+    fields = _plain_fields(value.__class__)
+    if fields is None:
+        return False
+    return all(type(getattr(value, name)) is kind for name, kind in fields)
+
+
+@functools.lru_cache(maxsize=512)
+def _plain_fields(cls: type) -> tuple[tuple[str, type], ...] | None:
+    """An attrs class's (field, type) pairs if every field is declared a plain
+    scalar type; ``None`` otherwise (or when its annotations cannot be resolved)."""
+    if not attrs.has(cls):
+        return None
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:
+        return None
+    pairs: list[tuple[str, type]] = []
+    for field in attrs.fields(cls):
+        kind = hints.get(field.name)
+        if kind not in (str, int, float, bool):
+            return None
+        pairs.append((field.name, kind))
+    return tuple(pairs)
+
+
 _FROZEN_SCALARS = (str, int, float, bool, type(None), bytes, enum.Enum)
 
 
@@ -104,15 +143,21 @@ def frozen(value: Any) -> bool:
         return True
     if isinstance(value, tuple | frozenset):
         return all(frozen(v) for v in value)
-    if attrs.has(type(value)) and _frozen_attrs(type(value)):
-        return all(frozen(getattr(value, f.name)) for f in attrs.fields(type(value)))
-    return False
+    names = _frozen_fields(value.__class__)
+    if names is None:
+        return False
+    return all(frozen(getattr(value, name)) for name in names)
 
 
-def _frozen_attrs(cls: type) -> bool:
-    # attrs says a class is frozen only through the __setattr__ it installs; when
-    # that cannot be told, the value is copied, which is merely slower.
-    return getattr(cls.__setattr__, "__name__", "") == "_frozen_setattrs"
+@functools.lru_cache(maxsize=512)
+def _frozen_fields(cls: type) -> tuple[str, ...] | None:
+    """The field names of a frozen attrs class; ``None`` for any other class.
+
+    attrs says a class is frozen only through the __setattr__ it installs; when
+    that cannot be told, the value is copied, which is merely slower."""
+    if not attrs.has(cls) or getattr(cls.__setattr__, "__name__", "") != "_frozen_setattrs":
+        return None
+    return tuple(f.name for f in attrs.fields(cls))
 
 
 def stored(value: Any, type_: Any) -> tuple[Any, str]:

@@ -241,14 +241,14 @@ class Handlers:
         self, run: LiveRun, step: str, key: str, connection: Connection | None
     ) -> StepContext:
         """The context of the attempt in flight of ``run`` at ``step``."""
-        return StepContext(
-            saga_id=run.saga_id,
-            step=step,
-            attempt=run.attempt,
-            input=run.handed_input(),
-            idempotency_key=f"{run.saga_id}:{key}",
-            results=Results(run, run.defn.spec),
-            connection=connection,
+        return StepContext(  # positional: attrs' __init__ binds them faster
+            run.saga_id,
+            step,
+            run.attempt,
+            run.handed_input(),
+            f"{run.saga_id}:{key}",
+            Results(run, run.defn.spec),
+            connection,
         )
 
     def call(
@@ -295,7 +295,7 @@ class Handlers:
                 raise Interrupted(f"{what} was cancelled") from None
             finally:
                 self.leases.guard(run.saga_id, None)
-        started = time.monotonic()
+        started = time.monotonic() if timeout is not None else 0.0
         result = (
             fn(*args)
             if hooks is None

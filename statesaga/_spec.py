@@ -233,13 +233,16 @@ class SagaSpec:
     steps: tuple[StepSpec, ...] = attrs.field(repr=lambda steps: f"<{len(steps)} steps>")
     fingerprint: str
     deadline: float | None = None
+    _by_name: dict[str, StepSpec] = attrs.field(
+        init=False, repr=False, eq=False, hash=False, alias="_by_name"
+    )
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {s.name: s for s in self.steps})
 
     def step(self, name: str) -> StepSpec:
         """The step called ``name``; ``KeyError`` if there is none."""
-        for s in self.steps:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        return self._by_name[name]
 
     @property
     def key(self) -> str:
