@@ -110,7 +110,10 @@ def _plain_fields_hold(value: Any) -> bool:
     fields = _plain_fields(value.__class__)
     if fields is None:
         return False
-    return all(type(getattr(value, name)) is kind for name, kind in fields)
+    for name, kind in fields:  # noqa: SIM110 - a loop: a generator costs a call per field
+        if type(getattr(value, name)) is not kind:
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=512)
@@ -146,7 +149,10 @@ def frozen(value: Any) -> bool:
     names = _frozen_fields(value.__class__)
     if names is None:
         return False
-    return all(frozen(getattr(value, name)) for name in names)
+    for name in names:  # noqa: SIM110 - a loop: a generator costs a call per field
+        if not frozen(getattr(value, name)):
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=512)

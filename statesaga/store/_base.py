@@ -101,5 +101,7 @@ class StoreBase:
     def _not_nested(self) -> None:
         """On SQLite, refuse a write from inside this thread's own open transaction
         on the same file: it would wait for the lock that transaction holds."""
-        if self._database is not None and self._database in sqlite_files_open():
-            raise NestedTransaction(self._database)
+        if self._database is not None:
+            files = getattr(_open_sqlite, "files", None)
+            if files and self._database in files:
+                raise NestedTransaction(self._database)

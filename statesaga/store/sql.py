@@ -185,7 +185,7 @@ class SqlStore(Claims, Reads, Signals, Operations):
         if len(entries) == 1:
             cur.execute(self._sql["insert_log"], self._entry_of(entries[0]))
         elif entries:
-            cur.executemany(self._sql["insert_log"], [self._entry_of(e) for e in entries])
+            cur.executemany(self._sql["insert_log"], map(self._entry_of, entries))
 
     # -- schema -----------------------------------------------------------
 
