@@ -97,11 +97,13 @@ class Claims:
                 due_only=parks,
                 connection=tx.connection,
             )
-            logs = self.store.logs([row.saga_id for row in rows], tx.connection)
+            # A saga never started (seq 0) has no log: no read for it (a new saga's
+            # first step starts a round trip sooner).
+            logs = self.store.logs([row.saga_id for row in rows if row.seq], tx.connection)
             for row in rows:
                 try:
                     defn = self.registry.of_row(row)
-                    run = self.runner.claimed(defn, row, logs[row.saga_id], hold=False)
+                    run = self.runner.claimed(defn, row, logs.get(row.saga_id, []), hold=False)
                 except ResumeError as exc:
                     skipped.append(exc)
                     continue

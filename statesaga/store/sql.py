@@ -61,11 +61,22 @@ class Transaction:
         Raises:
             ConcurrentUpdate: another runner moved the saga or took its lease.
         """
-        done = self.connection.execute(self._store._update, _params(saga_id, fence, changes))
-        if done.rowcount != 1:
-            raise ConcurrentUpdate(saga_id)
-        if entries:
-            self.connection.execute(self._store._insert_log, list(entries))
+        store = self._store
+        if store._sql is None:
+            done = self.connection.execute(store._update, _params(saga_id, fence, changes))
+            if done.rowcount != 1:
+                raise ConcurrentUpdate(saga_id)
+            if entries:
+                self.connection.execute(store._insert_log, list(entries))
+            return
+        # The hot path's positional SQL, on this transaction's own DBAPI connection.
+        cur = self.connection.connection.cursor()
+        try:
+            store._write(cur, saga_id, fence, changes, entries)
+        except store._dbapi_error as exc:
+            raise store._wrap(exc, store._sql["update"]) from exc
+        finally:
+            cur.close()
 
 
 def _positional(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...]]:
@@ -255,15 +266,23 @@ class SqlStore(Claims, Reads, Signals, Operations):
             with self._writing() as conn:
                 Transaction(self, conn).advance(saga_id, fence, changes, entries)
             return
-        params = (*self._changes_of(changes), saga_id, *fence)
+        self._direct(sql["update"], lambda cur: self._write(cur, saga_id, fence, changes, entries))
 
-        def work(cur: Any) -> None:
-            cur.execute(sql["update"], params)
-            if cur.rowcount != 1:
-                raise ConcurrentUpdate(saga_id)
-            self._insert_entries(cur, entries)
-
-        self._direct(sql["update"], work)
+    def _write(
+        self,
+        cur: Any,
+        saga_id: str,
+        fence: tuple[int, int],
+        changes: SagaChanges,
+        entries: Sequence[LogRecord],
+    ) -> None:
+        """A transition's statements on a DBAPI cursor: the fenced row update, then
+        the log entries (positional SQL; see ``__init__``)."""
+        assert self._sql is not None
+        cur.execute(self._sql["update"], (*self._changes_of(changes), saga_id, *fence))
+        if cur.rowcount != 1:
+            raise ConcurrentUpdate(saga_id)
+        self._insert_entries(cur, entries)
 
     def create(
         self, row: NewSaga, entries: Sequence[LogRecord], *, notify: bool = False
