@@ -20,16 +20,22 @@ from sqlalchemy.engine import Connection, Engine
 from statesaga._errors import EngineClosed, NestedTransaction
 from statesaga.store._connect import READ_ONLY
 
-#: The SQLite files this thread has a transactional step's transaction open on.
-_open_sqlite = threading.local()
+
+class _OpenFiles(threading.local):
+    """Per thread, from its first use: the SQLite files this thread has a
+    transactional step's transaction open on (an attribute every thread has:
+    ``getattr`` with a default on a missing one costs an exception per commit)."""
+
+    def __init__(self) -> None:
+        self.files: set[str] = set()
+
+
+_open_sqlite = _OpenFiles()
 
 
 def sqlite_files_open() -> set[str]:
     """The SQLite files this thread has a transactional step's transaction open on."""
-    files: set[str] | None = getattr(_open_sqlite, "files", None)
-    if files is None:
-        files = _open_sqlite.files = set()
-    return files
+    return _open_sqlite.files
 
 
 class StoreBase:
@@ -101,7 +107,5 @@ class StoreBase:
     def _not_nested(self) -> None:
         """On SQLite, refuse a write from inside this thread's own open transaction
         on the same file: it would wait for the lock that transaction holds."""
-        if self._database is not None:
-            files = getattr(_open_sqlite, "files", None)
-            if files and self._database in files:
-                raise NestedTransaction(self._database)
+        if self._database is not None and self._database in _open_sqlite.files:
+            raise NestedTransaction(self._database)
