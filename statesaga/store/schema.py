@@ -27,6 +27,8 @@ with every claim, so a runner whose lease was taken over writes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 SCHEMA_VERSION = 7
@@ -35,6 +37,23 @@ SCHEMA_VERSION = 7
 INCOMPLETE = ("started", "compensating")
 
 metadata = sa.MetaData()
+
+
+def _partial(name: str, *columns: sa.Column[Any], where: sa.ColumnElement[bool]) -> sa.Index:
+    """An index over the rows ``where`` holds, on both backends."""
+    return sa.Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
+def _position() -> sa.Column[int]:
+    """A table's own order of insertion: never reused (a late ack or consumption
+    must not hit another row)."""
+    return sa.Column(
+        "position",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+
 
 sagas = sa.Table(
     "statesaga_sagas",
@@ -70,47 +89,38 @@ sagas = sa.Table(
     sa.Column("request_reason", sa.Text),
 )
 
-sa.Index(
+_partial(
     "statesaga_sagas_incomplete",
     sagas.c.status,
     sagas.c.due_at,
-    sqlite_where=sagas.c.status.in_(INCOMPLETE),
-    postgresql_where=sagas.c.status.in_(INCOMPLETE),
+    where=sagas.c.status.in_(INCOMPLETE),
 )
 sa.Index("statesaga_sagas_name", sagas.c.name, sagas.c.created_at)
 # What a claim reads (``store/_claims.py``), in two parts so that sagas parked at a
 # wait step, however many, cost a claim nothing until they are due: unfinished
 # sagas not at a wait, oldest first; parked sagas by when they are due (signalled
 # or given up).
-sa.Index(
+_partial(
     "statesaga_sagas_ready",
     sagas.c.created_at,
-    sqlite_where=sa.and_(sagas.c.status.in_(INCOMPLETE), sagas.c.waiting_for.is_(None)),
-    postgresql_where=sa.and_(sagas.c.status.in_(INCOMPLETE), sagas.c.waiting_for.is_(None)),
+    where=sa.and_(sagas.c.status.in_(INCOMPLETE), sagas.c.waiting_for.is_(None)),
 )
-sa.Index(
+_partial(
     "statesaga_sagas_wakeup",
     sagas.c.due_at,
-    sqlite_where=sagas.c.waiting_for.is_not(None),
-    postgresql_where=sagas.c.waiting_for.is_not(None),
+    where=sagas.c.waiting_for.is_not(None),
 )
-sa.Index(
+_partial(
     "statesaga_sagas_waiting",
     sagas.c.waiting_for,
     sagas.c.waiting_key,
-    sqlite_where=sagas.c.waiting_for.is_not(None),
-    postgresql_where=sagas.c.waiting_for.is_not(None),
+    where=sagas.c.waiting_for.is_not(None),
 )
 
 signals = sa.Table(
     "statesaga_signals",
     metadata,
-    sa.Column(
-        "position",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _position(),
     # The sender's id for it: a second signal with the same event and id is dropped.
     sa.Column("event_id", sa.String(200), nullable=False),
     sa.Column("event", sa.String(200), nullable=False),
@@ -125,14 +135,13 @@ signals = sa.Table(
     sa.UniqueConstraint("event", "event_id", name="statesaga_signals_once"),
 )
 
-sa.Index(
+_partial(
     "statesaga_signals_pending",
     signals.c.event,
     signals.c.saga_id,
     signals.c.key,
     signals.c.position,
-    sqlite_where=signals.c.consumed_at.is_(None),
-    postgresql_where=signals.c.consumed_at.is_(None),
+    where=signals.c.consumed_at.is_(None),
 )
 
 log = sa.Table(
@@ -159,12 +168,7 @@ outbox = sa.Table(
     "statesaga_outbox",
     metadata,
     # The order events were written in; per key, the order they are published in.
-    sa.Column(
-        "position",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _position(),
     sa.Column("event_id", sa.String(64), nullable=False, unique=True),
     sa.Column("name", sa.String(200), nullable=False),
     # Events of one key are published one after another, in position order.
@@ -181,18 +185,16 @@ outbox = sa.Table(
     sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
 )
 
-sa.Index(
+_partial(
     "statesaga_outbox_unpublished",
     outbox.c.position,
-    sqlite_where=outbox.c.published_at.is_(None),
-    postgresql_where=outbox.c.published_at.is_(None),
+    where=outbox.c.published_at.is_(None),
 )
-sa.Index(
+_partial(
     "statesaga_outbox_key",
     outbox.c.key,
     outbox.c.position,
-    sqlite_where=outbox.c.published_at.is_(None),
-    postgresql_where=outbox.c.published_at.is_(None),
+    where=outbox.c.published_at.is_(None),
 )
 
 inbox = sa.Table(
@@ -219,12 +221,7 @@ deliveries = sa.Table(
     "statesaga_deliveries",
     metadata,
     # The order deliveries were sent in; never reused (a late ack must not hit another).
-    sa.Column(
-        "position",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _position(),
     sa.Column("queue", sa.String(200), nullable=False),
     # The event, as the outbox held it (``origin``: its outbox position).
     sa.Column("event_id", sa.String(64), nullable=False),
@@ -245,18 +242,16 @@ deliveries = sa.Table(
     sqlite_autoincrement=True,
 )
 
-sa.Index(
+_partial(
     "statesaga_deliveries_waiting",
     deliveries.c.queue,
     deliveries.c.position,
-    sqlite_where=deliveries.c.dead_at.is_(None),
-    postgresql_where=deliveries.c.dead_at.is_(None),
+    where=deliveries.c.dead_at.is_(None),
 )
-sa.Index(
+_partial(
     "statesaga_deliveries_key",
     deliveries.c.queue,
     deliveries.c.key,
     deliveries.c.position,
-    sqlite_where=deliveries.c.dead_at.is_(None),
-    postgresql_where=deliveries.c.dead_at.is_(None),
+    where=deliveries.c.dead_at.is_(None),
 )
