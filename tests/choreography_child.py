@@ -7,15 +7,20 @@ input) until the test kills it with SIGKILL.
 Usage: ``python -m tests.choreography_child DB_URL BROKER PAUSE_AT``, where
 BROKER is ``sql`` (the ``SqlBroker`` in DB_URL's database, its holds lasting an
 hour: only a later clock takes them over) or a RabbitMQ prefix.
+
+It also holds the small money-moving application the choreography tests share
+(its table, participants, database and effect rows), so that the child and
+the tests agree on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import select
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +52,37 @@ effects = sa.Table(
 )
 
 
+class Bank(Participant):
+    """Publishes ``money.moved`` from outside any handler."""
+
+    name = "bank"
+    emits = ("money.moved",)
+
+
+@contextlib.contextmanager
+def app_database(url: str) -> Iterator[sa.Engine]:
+    """An engine on ``url`` with statesaga's schema, the ledger's table and the
+    seed flow's tables; disposed of at the end."""
+    from definitions.choreography import create_tables
+    from statesaga.store.migrations import upgrade
+
+    engine = make_engine(url)
+    upgrade(engine)
+    app.create_all(engine)
+    create_tables(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def effect_rows(engine: sa.Engine, prefix: str = "") -> list[tuple[str, int]]:
+    """The ledger's effects, in the order written (of the keys starting with ``prefix``)."""
+    with engine.connect() as conn:
+        done = conn.execute(sa.select(effects.c.key, effects.c.seq).order_by(effects.c.n))
+        return [(k, s) for k, s in done if k.startswith(prefix)]
+
+
 class Ledger(Participant):
     """Writes one effect row per ``money.moved`` and announces it."""
 
@@ -58,6 +94,21 @@ class Ledger(Participant):
             effects.insert().values(key=ctx.event.key, seq=ctx.event.payload["seq"])
         )
         ctx.publish("ledger.written", {"seq": ctx.event.payload["seq"]})
+
+
+class Fussy(Participant):
+    """Writes one effect row per ``money.moved``, then raises for ``seq`` 1 (its
+    transaction rolls back): the event the consumers' dead-letter tests set aside."""
+
+    name = "fussy"
+
+    @handles("money.moved")
+    def write(self, ctx: EventContext) -> None:
+        ctx.connection.execute(
+            effects.insert().values(key=ctx.event.key, seq=ctx.event.payload["seq"])
+        )
+        if ctx.event.payload["seq"] == 1:
+            raise ValueError("seq 1 is cursed")
 
 
 class Pausing:

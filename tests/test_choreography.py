@@ -20,12 +20,11 @@ from typing import Any
 
 import attrs
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from definitions.choreography import Inventory, Orders, Payments, create_tables, state_of
+from definitions.choreography import Inventory, Orders, Payments, state_of
 from statesaga import (
     InvalidEvent,
     InvalidParticipant,
@@ -52,54 +51,15 @@ from statesaga.choreography.sql import SqlBroker
 from statesaga.store import make_engine
 from statesaga.store.migrations import upgrade
 from statesaga.store.schema import SCHEMA_VERSION
-
-# -- an application table the handlers below write ---------------------------------
-
-app = sa.MetaData()
-effects = sa.Table(
-    "app_effects",
-    app,
-    sa.Column("n", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("key", sa.String(64), nullable=False),
-    sa.Column("seq", sa.Integer, nullable=False),
-)
-
-
-class Ledger(Participant):
-    """Writes one effect row per ``money.moved`` and announces it."""
-
-    name = "ledger"
-
-    @handles("money.moved", emits=["ledger.written"])
-    def write(self, ctx: EventContext) -> None:
-        ctx.connection.execute(
-            effects.insert().values(key=ctx.event.key, seq=ctx.event.payload["seq"])
-        )
-        ctx.publish("ledger.written", {"seq": ctx.event.payload["seq"]})
-
-
-class Bank(Participant):
-    """Publishes ``money.moved`` from outside any handler."""
-
-    name = "bank"
-    emits = ("money.moved",)
+from tests.choreography_child import Bank, Ledger, app_database, effect_rows
 
 
 @pytest.fixture
 def db(db_url: str) -> Iterator[Engine]:
     """An SQLAlchemy engine on the test's database, with statesaga's schema and the
     application's table."""
-    engine = make_engine(db_url)
-    upgrade(engine)
-    app.create_all(engine)
-    create_tables(engine)
-    yield engine
-    engine.dispose()
-
-
-def rows(engine: Engine) -> list[tuple[str, int]]:
-    with engine.connect() as conn:
-        return [(r.key, r.seq) for r in conn.execute(sa.select(effects).order_by(effects.c.n))]
+    with app_database(db_url) as engine:
+        yield engine
 
 
 # -- declarations ---------------------------------------------------------------------
@@ -228,10 +188,10 @@ def test_a_failing_handler_publishes_nothing_and_records_nothing(db: Engine) -> 
     event = Event("e1", "money.moved", "k", {"seq": 7})
     with pytest.raises(ConnectionError):
         inbox.deliver(event)
-    assert rows(db) == [] and inbox.store.events() == [] and inbox.processed() == []
+    assert effect_rows(db) == [] and inbox.store.events() == [] and inbox.processed() == []
     assert inbox.deliver(event) is True
     assert inbox.deliver(event) is False
-    assert rows(db) == [("k", 7)]
+    assert effect_rows(db) == [("k", 7)]
     assert [e.name for e in inbox.store.events()] == ["ledger.written"]
 
 
@@ -332,7 +292,7 @@ def test_any_redelivery_schedule_has_each_effect_once_in_key_order(
         for item in schedule
     ]
     assert sum(ran) == len(ids)
-    done = [(k, s) for k, s in rows(db) if k.startswith(run)]
+    done = effect_rows(db, prefix=run)
     assert sorted(done) == sorted((f"{run}-{k}", i) for k, i in ids)
     for key in counts:
         assert [s for k, s in done if k == f"{run}-{key}"] == list(range(counts[key]))

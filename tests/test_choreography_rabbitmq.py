@@ -17,28 +17,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from definitions.choreography import Inventory, Orders, Payments, create_tables, state_of
+from definitions.choreography import Inventory, Orders, Payments, state_of
 from statesaga import BrokerError
-from statesaga.choreography import Consumer, EventContext, Participant, RabbitMQ, Relay, handles
-from statesaga.store import make_engine
-from statesaga.store.migrations import upgrade
-from tests.choreography_child import Ledger, app, effects, kill_after_commit
+from statesaga.choreography import Consumer, RabbitMQ, Relay
+from tests.choreography_child import (
+    Bank,
+    Fussy,
+    Ledger,
+    app_database,
+    effect_rows,
+    kill_after_commit,
+)
 from tests.seed_flow import THREE_ORDERS_END, run_three_orders
 
 ROOT = Path(__file__).resolve().parents[1]
 AMQP_URL = os.environ.get("STATESAGA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 #: A generous bound on any one wait for RabbitMQ or the child; never reached when all is well.
 PATIENCE = 60.0
-
-
-class Bank(Participant):
-    """Publishes ``money.moved`` from outside any handler."""
-
-    name = "bank"
-    emits = ("money.moved",)
 
 
 @pytest.fixture
@@ -69,17 +66,8 @@ def rabbit() -> Iterator[Callable[..., RabbitMQ]]:
 @pytest.fixture
 def db(db_url: str) -> Iterator[Engine]:
     """The test's database with statesaga's schema and the application's tables."""
-    engine = make_engine(db_url)
-    upgrade(engine)
-    app.create_all(engine)
-    create_tables(engine)
-    yield engine
-    engine.dispose()
-
-
-def effect_rows(engine: Engine) -> list[tuple[str, int]]:
-    with engine.connect() as conn:
-        return [(r.key, r.seq) for r in conn.execute(sa.select(effects).order_by(effects.c.n))]
+    with app_database(db_url) as engine:
+        yield engine
 
 
 def wait_for(what: str, check: Callable[[], bool]) -> None:
@@ -168,17 +156,6 @@ def test_a_handler_that_keeps_failing_is_dead_lettered_and_the_queue_goes_on(
     """A handler that raises for one event is tried max_attempts times (its
     transaction rolled back each time), then that event is dead-lettered into
     PREFIX.fussy.dead; the events after it are processed in order."""
-
-    class Fussy(Participant):
-        name = "fussy"
-
-        @handles("money.moved")
-        def write(self, ctx: EventContext) -> None:
-            ctx.connection.execute(
-                effects.insert().values(key=ctx.event.key, seq=ctx.event.payload["seq"])
-            )
-            if ctx.event.payload["seq"] == 1:
-                raise ValueError("seq 1 is cursed")
 
     broker = rabbit()
     fussy = Consumer(db, Fussy(), broker, max_attempts=3)

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from definitions.choreography import create_tables, state_of
+from definitions.choreography import state_of
 from statesaga import SagaEngine
 from statesaga.choreography import (
     Consumer,
@@ -45,19 +44,21 @@ from statesaga.choreography import (
 from statesaga.choreography.sql import SqlBroker
 from statesaga.store import make_engine
 from statesaga.store.migrations import upgrade
-from tests.choreography_child import Ledger, app, effects, kill_after_commit
+from tests.choreography_child import (
+    Bank,
+    Fussy,
+    Ledger,
+    app,
+    app_database,
+    effect_rows,
+    effects,
+    kill_after_commit,
+)
 from tests.seed_flow import THREE_ORDERS_END, run_three_orders
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The bound on any one wait; never reached when all is well.
 PATIENCE = 60.0
-
-
-class Bank(Participant):
-    """Publishes ``money.moved`` from outside any handler."""
-
-    name = "bank"
-    emits = ("money.moved",)
 
 
 class Clock:
@@ -77,19 +78,8 @@ class Clock:
 @pytest.fixture
 def db(db_url: str) -> Iterator[Engine]:
     """The test's database with statesaga's schema and the application's tables."""
-    engine = make_engine(db_url)
-    upgrade(engine)
-    app.create_all(engine)
-    create_tables(engine)
-    yield engine
-    engine.dispose()
-
-
-def effect_rows(engine: Engine, prefix: str = "") -> list[tuple[str, int]]:
-    """The ledger's effects, in the order written (of the keys starting with ``prefix``)."""
-    with engine.connect() as conn:
-        done = conn.execute(sa.select(effects.c.key, effects.c.seq).order_by(effects.c.n))
-        return [(k, s) for k, s in done if k.startswith(prefix)]
+    with app_database(db_url) as engine:
+        yield engine
 
 
 def in_key_order(done: list[tuple[str, int]]) -> bool:
@@ -322,17 +312,6 @@ def test_a_handler_that_keeps_failing_is_dead_lettered_and_kept(db: Engine) -> N
     """A handler that raises for one event is tried max_attempts times, then the
     event is set aside in the table: readable as a dead letter by any broker on the
     database, no longer waiting, not blocking its key's next event."""
-
-    class Fussy(Participant):
-        name = "fussy"
-
-        @handles("money.moved")
-        def write(self, ctx: EventContext) -> None:
-            ctx.connection.execute(
-                effects.insert().values(key=ctx.event.key, seq=ctx.event.payload["seq"])
-            )
-            if ctx.event.payload["seq"] == 1:
-                raise ValueError("seq 1 is cursed")
 
     broker = SqlBroker(db)
     fussy = Consumer(db, Fussy(), broker, max_attempts=3)
